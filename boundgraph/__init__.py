@@ -1,0 +1,25 @@
+"""boundgraph: certified robustness for PyTorch models.
+
+The public API fits on a card::
+
+    import boundgraph as bg
+    bm = bg.BoundedModule(model, example_input)            # trace once
+    lb, ub = bm.compute_bounds(x, bg.LinfBall(eps, lower=0.0, upper=1.0),
+                               method="ibp" | "crown-ibp" | "crown", C=None)
+    C = bg.margin_spec(y, num_classes)                      # (B, K-1, K), rows e_y - e_j
+    logits = bm(x)                                          # plain forward, same as model(x)
+
+Methods implemented: interval bound propagation (Gowal et al. 2018), CROWN (Zhang et al.
+2018) and CROWN-IBP (Zhang et al. 2020).
+"""
+from . import ops
+from .bounded import METHODS, BoundedModule
+from .errors import BoundGraphError, InputError, TraceError, UnsupportedOpError
+from .frontends.torch_trace import register_op
+from .perturbation import Box, LinfBall
+from .spec import margin_spec
+
+__version__ = "0.1.0"
+
+__all__ = ["BoundedModule", "LinfBall", "Box", "margin_spec", "register_op", "METHODS", "ops",
+           "BoundGraphError", "InputError", "TraceError", "UnsupportedOpError"]

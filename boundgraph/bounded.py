@@ -1,0 +1,170 @@
+"""BoundedModule: a model wrapped with its bound graph, and ``compute_bounds``."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .engines.backward import crown_intermediate, elided_interval, output_bounds
+from .engines.context import Context
+from .engines.interval import interval_pass
+from .errors import InputError
+from .graph import BoundGraph
+from .ops.activations import RELU_LOWER
+from .ops.base import Interval
+from .perturbation import Perturbation
+
+METHODS = ("ibp", "crown-ibp", "crown")
+
+
+class BoundedModule(nn.Module):
+    """A model and its bound graph.
+
+    ``BoundedModule(model, example_input)`` traces ``model`` once (the first input dimension is
+    the batch; any batch size works afterwards). ``bm(x)`` is the plain forward pass and equals
+    ``model(x)``; :meth:`compute_bounds` bounds the output (or ``C @ output``) over a
+    perturbation set. Parameters are the model's own (``bm.parameters()`` yields them, and
+    optimiser steps on them are seen by the next bound computation).
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None, *,
+                 graph: BoundGraph | None = None):
+        super().__init__()
+        self.model = model
+        if graph is None:
+            if example_input is None:
+                raise InputError("BoundedModule needs an example input to trace the model")
+            from .frontends.torch_trace import trace
+            graph = trace(model, example_input)
+        self.graph = graph
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.graph.forward(x, self.model)
+
+    def _check_input(self, x):
+        if not torch.is_tensor(x):
+            raise InputError(f"expected a tensor input, got {type(x).__name__}")
+        shape = self.graph.input_shape
+        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise InputError(f"expected input of shape (B, {', '.join(map(str, shape))}), got "
+                             f"{tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise InputError("the input contains NaN or infinite values")
+
+    # ------------------------------------------------------------------------------ bounds
+    def compute_bounds(self, x: torch.Tensor, perturbation: Perturbation, method: str = "ibp",
+                       C: torch.Tensor | None = None, *, bound_lower: bool = True,
+                       bound_upper: bool = True, relu_lower: str = "adaptive",
+                       max_elements: int = 2 ** 25):
+        """Lower and upper bounds of ``C f(x')`` (or ``f(x')``) for all ``x'`` in the set.
+
+        Parameters
+        ----------
+        x:
+            clean input ``(B, *input_shape)``.
+        perturbation:
+            :class:`~boundgraph.LinfBall` or :class:`~boundgraph.Box`.
+        method:
+            ``"ibp"`` (interval bound propagation), ``"crown-ibp"`` (CROWN backward pass from
+            the output with IBP intermediate bounds) or ``"crown"`` (every intermediate bound
+            a nonlinear rule needs is itself computed by a backward pass).
+        C:
+            specification ``(B, S, K)`` or ``(S, K)`` over the flattened output of size ``K``
+            (see :func:`~boundgraph.margin_spec`); ``None`` bounds the output itself.
+        bound_lower, bound_upper:
+            skip a side that is not needed (returned as ``None``); saves time in training.
+        relu_lower:
+            lower-line slope of unstable ReLUs: ``"adaptive"``, ``"zero"``, ``"one"``,
+            ``"parallel"``.
+        max_elements:
+            size cap (elements) of one coefficient tensor; CROWN chunks its rows to stay under it.
+
+        Returns
+        -------
+        ``(lb, ub)``, each ``(B, S)`` with a spec, else ``(B, *output_shape)``. Bounds are
+        differentiable with respect to the model's parameters. Every method's bounds are
+        intersected with IBP's at each node, so no method is looser than IBP.
+        """
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if relu_lower not in RELU_LOWER:
+            raise InputError(f"relu_lower must be one of {RELU_LOWER}, got {relu_lower!r}")
+        if not isinstance(perturbation, Perturbation):
+            raise InputError("perturbation must be a boundgraph.LinfBall or boundgraph.Box, "
+                             f"got {type(perturbation).__name__}")
+        if not (bound_lower or bound_upper):
+            raise InputError("at least one of bound_lower and bound_upper must be true")
+        self._check_input(x)
+        out_shape = self.graph.output_shape
+        K = math.prod(out_shape)
+        B = x.shape[0]
+        spec = self._check_spec(C, B, K, x)
+
+        ctx = self._context(x, perturbation, dict(relu_lower=relu_lower,
+                                                  max_elements=max_elements))
+        if method == "crown":
+            bounds = crown_intermediate(ctx)
+        else:
+            bounds = interval_pass(ctx)
+        out = bounds[self.graph.output]
+        A = spec.view(spec.shape[0], spec.shape[1], *out_shape) if spec is not None else \
+            torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
+
+        if method == "ibp" and spec is None:
+            lb, ub = out
+            return (lb if bound_lower else None), (ub if bound_upper else None)
+        lb, ub = elided_interval(ctx, bounds, A, bound_lower, bound_upper)
+        if method != "ibp":
+            cl, cu = output_bounds(ctx, bounds, A, bound_lower, bound_upper)
+            lb = torch.maximum(lb, cl) if bound_lower else None
+            ub = torch.minimum(ub, cu) if bound_upper else None
+        if spec is None:
+            lb = None if lb is None else lb.reshape(B, *out_shape)
+            ub = None if ub is None else ub.reshape(B, *out_shape)
+        return lb, ub
+
+    def _check_spec(self, C, B, K, x):
+        if C is None:
+            return None
+        if not torch.is_tensor(C):
+            raise InputError("C must be a tensor of shape (B, S, K) or (S, K)")
+        if C.dim() == 2:
+            C = C.unsqueeze(0)
+        if C.dim() != 3 or C.shape[2] != K or C.shape[0] not in (1, B):
+            raise InputError(f"C must have shape ({B}, S, {K}) or (S, {K}); got {tuple(C.shape)}")
+        if not torch.isfinite(C).all():
+            raise InputError("C contains NaN or infinite values")
+        return C.to(dtype=x.dtype, device=x.device)
+
+    def _context(self, x, perturbation, opts) -> Context:
+        g = self.graph
+        consts = g.constants(self.model)
+        box = perturbation.box(x)
+        ctx = Context(g, consts, Interval(*box), opts)
+        # ops whose rules depend on the clean pass (BatchNorm with batch statistics)
+        wants = {}
+        for n in g.op_nodes():
+            if n.batched:
+                vals = [None if g.nodes[i].batched else consts[i] for i in n.inputs]
+                if n.op.wants_clean(*vals):
+                    wants[n.name] = n
+        if wants:
+            env = dict(consts)
+            env[g.input] = x
+            for name in g.batched_order[1:]:
+                n = g.nodes[name]
+                vals = [env[i] for i in n.inputs]
+                op = n.op
+                if name in wants:
+                    op, ov = op.bind(*vals)
+                    ctx.ops[name], ctx.overrides[name] = op, ov
+                    for i, v in ov.items():
+                        vals[i] = v
+                env[name] = op.forward(*vals)
+        return ctx
+
+    def extra_repr(self) -> str:
+        return f"graph: {len(self.graph.live)} nodes from {self.graph.origin}"

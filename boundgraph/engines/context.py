@@ -1,0 +1,37 @@
+"""What every engine needs for one bound computation: the graph, constant values, the ops to
+use (after specialisation to the clean pass) and the input box."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..graph import BoundGraph
+from ..ops.base import Interval
+
+
+@dataclass
+class Context:
+    graph: BoundGraph
+    consts: dict[str, Any]
+    box: Interval  # input set as a box (B, *input_shape)
+    opts: dict = field(default_factory=dict)
+    ops: dict[str, Any] = field(default_factory=dict)  # node -> op (after bind)
+    overrides: dict[str, dict[int, Any]] = field(default_factory=dict)
+
+    def op(self, name):
+        return self.ops.get(name) or self.graph.nodes[name].op
+
+    def inputs(self, name: str, bounds: dict[str, Interval | None]) -> list:
+        """Input values of node ``name``: the interval of a bounded input (``None`` if not
+        computed), the value of a constant one (after clean-pass overrides)."""
+        node = self.graph.nodes[name]
+        ov = self.overrides.get(name, {})
+        vals = []
+        for i, inp in enumerate(node.inputs):
+            if i in ov:
+                vals.append(ov[i])
+            elif self.graph.nodes[inp].batched:
+                vals.append(bounds.get(inp))
+            else:
+                vals.append(self.consts[inp])
+        return vals

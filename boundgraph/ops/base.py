@@ -1,0 +1,259 @@
+"""The op rule interface.
+
+Every operation of the vocabulary is an :class:`Op` with four rules:
+
+``forward(*inputs)``
+    the concrete operation (inputs are tensors, batch first, or constants).
+``interval(*inputs)``
+    IBP: given an :class:`Interval` for each bounded input (and the value of each constant
+    input), an interval containing the output for every point of the input intervals.
+``backward(lA, uA, *inputs, opts)``
+    linear bound propagation. ``lA`` is the coefficient tensor of the *lower* bound being
+    built, ``uA`` of the upper bound (either may be ``None``), each of shape
+    ``(B or 1, S, *out_shape)``: row ``s`` says the bound so far is ``sum(A[s] * out) + bias``.
+    The rule returns ``(per_input, lbias, ubias)`` where ``per_input[i]`` is ``(lA_i, uA_i)`` for a
+    bounded input (``None`` for a constant one) and the biases are ``(B or 1, S)`` tensors (or
+    ``0.0``), such that for every input point in the current intervals::
+
+        sum(lA * out) >= sum_i sum(lA_i * in_i) + lbias
+        sum(uA * out) <= sum_i sum(uA_i * in_i) + ubias
+
+    A batch dimension of size 1 means "the same for every example" and is kept as long as the
+    rule allows (affine rules do), which saves memory when the start is an identity.
+``relax(l, u, opts)`` (elementwise nonlinear ops only)
+    lines ``aL*x + bL <= f(x) <= aU*x + bU`` valid on ``[l, u]``; :class:`Elementwise` turns them
+    into ``interval`` and ``backward`` by the sign of the coefficients.
+
+Rules see only tensors and their own attributes; engines never look at op names.
+Ops learn the per-sample shapes of their inputs and output from the graph (``in_shapes``,
+``out_shape``) when the graph is built.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Interval(NamedTuple):
+    """Elementwise bounds ``lower <= x <= upper`` (tensors of the node's full shape)."""
+
+    lower: Tensor
+    upper: Tensor
+
+    @property
+    def center(self) -> Tensor:
+        return (self.upper + self.lower) / 2
+
+    @property
+    def radius(self) -> Tensor:
+        return (self.upper - self.lower) / 2
+
+
+def is_bounded(v: Any) -> bool:
+    return isinstance(v, Interval)
+
+
+class Op:
+    """Base class of every operation. Subclasses set ``kind`` (the vocabulary name)."""
+
+    kind = "op"
+    in_shapes: tuple = ()
+    out_shape: tuple | None = None
+
+    def __init__(self, **attrs):
+        self.attrs = attrs
+
+    def __repr__(self) -> str:
+        if not self.attrs:
+            return self.kind
+        a = ", ".join(f"{k}={v}" for k, v in self.attrs.items())
+        return f"{self.kind}[{a}]"
+
+    # rules ---------------------------------------------------------------------------------
+    def forward(self, *inputs):
+        raise NotImplementedError
+
+    def interval(self, *inputs) -> Interval:
+        raise NotImplementedError(f"{self.kind} has no interval rule")
+
+    def backward(self, lA, uA, *inputs, opts=None):
+        raise NotImplementedError(f"{self.kind} has no backward rule")
+
+    # hooks used by engines --------------------------------------------------------------------
+    def needs_bounds(self, index: int) -> bool:
+        """Whether ``backward`` needs the interval of input ``index`` (nonlinear ops do)."""
+        return False
+
+    def refine_mask(self, index: int, bound: Interval) -> Tensor | None:
+        """Which elements of input ``index`` benefit from tighter bounds (``None``: all).
+
+        Engines computing intermediate bounds with CROWN only refine these elements; e.g. ReLU
+        returns its unstable neurons, whose relaxation is not exact.
+        """
+        return None
+
+    def wants_clean(self, *consts) -> bool:
+        """Whether the rule depends on the clean (unperturbed) pass, e.g. BatchNorm with batch
+        statistics. ``consts`` holds constant input values (``None`` at bounded positions)."""
+        return False
+
+    def bind(self, *clean_inputs) -> tuple["Op", dict]:
+        """Specialise the rule to the clean pass (only called if ``wants_clean``).
+
+        ``clean_inputs`` are the input values of the clean forward pass. Returns the op to use
+        for this bound computation and ``{input index: constant value}`` overrides.
+        """
+        return self, {}
+
+
+# ---------------------------------------------------------------------------- helpers
+def sample_view(v, ndim: int):
+    """View a constant so that it broadcasts against a per-sample tensor of ``ndim`` dims.
+
+    Constants written against the full (batched) shape carry a leading dimension of 1, which is
+    dropped; tensors of fewer dims broadcast from the right as usual.
+    """
+    if not torch.is_tensor(v):
+        return v
+    while v.dim() > ndim:
+        if v.shape[0] != 1:
+            raise ValueError(f"constant of shape {tuple(v.shape)} has a batch dimension")
+        v = v.squeeze(0)
+    return v
+
+
+def unbroadcast(A: Tensor, in_shape: tuple) -> Tensor:
+    """Sum ``A`` (``(B, S, *out)``) down to ``(B, S, *in_shape)`` after broadcasting."""
+    in_shape = tuple(in_shape)
+    out = A.shape[2:]
+    if tuple(out) == in_shape:
+        return A
+    extra = len(out) - len(in_shape)
+    if extra > 0:
+        A = A.sum(dim=tuple(range(2, 2 + extra)))
+    dims = tuple(2 + i for i, s in enumerate(in_shape) if s == 1 and A.shape[2 + i] != 1)
+    if dims:
+        A = A.sum(dim=dims, keepdim=True)
+    return A
+
+
+def bias_term(A: Tensor, offset) -> Tensor:
+    """``sum(A * offset)`` per row: ``(B, S)`` for ``A`` of shape ``(B, S, *shape)``."""
+    if not torch.is_tensor(offset):
+        return A.flatten(2).sum(-1) * offset
+    offset = sample_view(offset, A.dim() - 2)
+    if offset.dim() == A.dim() - 2 and offset.shape == A.shape[2:]:
+        return torch.matmul(A.flatten(2), offset.reshape(-1, 1).to(A.dtype)).squeeze(-1)
+    return (A * offset).flatten(2).sum(-1)
+
+
+def concretize(lA: Tensor | None, uA: Tensor | None, bound: Interval):
+    """Bounds of ``sum(A * x)`` over the box ``bound``: ``A c -/+ |A| r`` per row.
+
+    ``A`` is ``(B or 1, S, *shape)``, the box ``(B, *shape)``; returns ``(B, S)`` tensors.
+    """
+    c = bound.center.flatten(1).unsqueeze(-1)  # (B, n, 1)
+    r = bound.radius.flatten(1).unsqueeze(-1)
+    lb = ub = None
+    if lA is not None:
+        A = lA.flatten(2)
+        lb = (torch.matmul(A, c) - torch.matmul(A.abs(), r)).squeeze(-1)
+    if uA is not None:
+        A = uA.flatten(2)
+        ub = (torch.matmul(A, c) + torch.matmul(A.abs(), r)).squeeze(-1)
+    return lb, ub
+
+
+def _both(fn, lA, uA):
+    """Apply a linear map to lA and uA, in one call when both are present."""
+    if lA is None and uA is None:
+        return None, None
+    if lA is None:
+        return None, fn(uA)
+    if uA is None:
+        return fn(lA), None
+    if lA.shape == uA.shape:
+        S = lA.shape[1]
+        out = fn(torch.cat([lA, uA], dim=1))
+        return out[:, :S], out[:, S:]
+    return fn(lA), fn(uA)
+
+
+class Affine(Op):
+    """Ops affine in their bounded first input: ``y = W x + offset`` with constants ``W``.
+
+    Subclasses provide ``apply(x, *consts, absolute)`` (``W x`` or ``|W| x``, no offset),
+    ``offset(*consts)`` (broadcastable to the per-sample output, or ``None``) and
+    ``transpose(A, *consts)`` (``A W``: ``(B, S, *out) -> (B, S, *in)``).
+
+    IBP uses the center/radius form ``(W c + offset, |W| r)``: two passes, exact for a single
+    affine layer. Backward: ``A -> A W``, bias ``+= sum(A * offset)``.
+    """
+
+    def apply(self, x, *consts, absolute: bool = False):
+        raise NotImplementedError
+
+    def offset(self, *consts):
+        return None
+
+    def transpose(self, A, *consts):
+        raise NotImplementedError
+
+    def forward(self, x, *consts):
+        y = self.apply(x, *consts)
+        off = self.offset(*consts)
+        return y if off is None else y + off
+
+    def interval(self, x: Interval, *consts) -> Interval:
+        c = self.forward(x.center, *consts)
+        r = self.apply(x.radius, *consts, absolute=True)
+        return Interval(c - r, c + r)
+
+    def backward(self, lA, uA, x, *consts, opts=None):
+        off = self.offset(*consts)
+        lb = ub = 0.0
+        if off is not None:
+            if lA is not None:
+                lb = bias_term(lA, off)
+            if uA is not None:
+                ub = bias_term(uA, off)
+        nl, nu = _both(lambda A: self.transpose(A, *consts), lA, uA)
+        return [(nl, nu)] + [None] * len(consts), lb, ub
+
+
+class Elementwise(Op):
+    """Unary elementwise nonlinear ops defined by a linear relaxation.
+
+    Subclasses implement ``forward`` and ``relax(l, u, opts) -> (aL, bL, aU, bU)`` such that
+    ``aL*x + bL <= f(x) <= aU*x + bU`` for all ``x`` in ``[l, u]``; the default ``interval``
+    assumes ``f`` is monotone non-decreasing (override otherwise).
+
+    Backward (the shared CROWN step): for the lower bound, positive coefficients take the lower
+    line and negative ones the upper line; mirrored for the upper bound.
+    """
+
+    def needs_bounds(self, index: int) -> bool:
+        return True
+
+    def interval(self, x: Interval) -> Interval:
+        return Interval(self.forward(x.lower), self.forward(x.upper))
+
+    def relax(self, l, u, opts=None):
+        raise NotImplementedError
+
+    def backward(self, lA, uA, x: Interval, opts=None):
+        aL, bL, aU, bU = self.relax(x.lower, x.upper, opts or {})
+        aL, bL, aU, bU = (t.unsqueeze(1) for t in (aL, bL, aU, bU))  # (B, 1, *shape)
+        nl = nu = None
+        lb = ub = 0.0
+        if lA is not None:
+            pos, neg = lA.clamp(min=0), lA.clamp(max=0)
+            nl = pos * aL + neg * aU
+            lb = (pos * bL + neg * bU).flatten(2).sum(-1)
+        if uA is not None:
+            pos, neg = uA.clamp(min=0), uA.clamp(max=0)
+            nu = pos * aU + neg * aL
+            ub = (pos * bU + neg * bL).flatten(2).sum(-1)
+        return [(nl, nu)], lb, ub

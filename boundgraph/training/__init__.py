@@ -1,0 +1,1 @@
+"""Certified training: losses, schedules (eps, kappa, beta, learning rate), trainer loop."""
