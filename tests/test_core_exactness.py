@@ -1,0 +1,163 @@
+"""Cases with known answers, ordering between methods, and gradients."""
+import pytest
+import torch
+import torch.nn as nn
+
+import boundgraph as bg
+from boundgraph.engines.backward import crown_intermediate
+from boundgraph.engines.interval import interval_pass
+
+METHODS = ["ibp", "crown-ibp", "crown"]
+
+
+def _true_range_affine(W, b, lo, hi):
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    mid = c @ W.T + b
+    rad = r @ W.abs().T
+    return mid - rad, mid + rad
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_single_affine_layer_bounds_are_exact(method):
+    lin = nn.Linear(6, 4)
+    x = torch.rand(3, 6)
+    bm = bg.BoundedModule(lin, x)
+    ptb = bg.LinfBall(0.3, 0.0, 1.0)
+    lb, ub = bm.compute_bounds(x, ptb, method=method)
+    lo, hi = ptb.box(x)
+    elb, eub = _true_range_affine(lin.weight, lin.bias, lo, hi)
+    assert torch.allclose(lb, elb, atol=1e-5) and torch.allclose(ub, eub, atol=1e-5)
+    # the optimum is attained at a corner of the box: bounds are tight, not just sound
+    corner_lo = torch.where(lin.weight[None] > 0, lo[:, None], hi[:, None])  # (B, out, in)
+    vals = (corner_lo * lin.weight[None]).sum(-1) + lin.bias
+    assert torch.allclose(vals, lb, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_single_conv_with_spec_is_exact(method):
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Flatten())
+    x = torch.rand(2, 2, 5, 5)
+    bm = bg.BoundedModule(conv, x)
+    C = torch.randn(2, 4, 27)
+    ptb = bg.LinfBall(0.1)
+    lb, ub = bm.compute_bounds(x, ptb, method=method, C=C)
+    # C . conv is affine in x: exact range by center/radius of the composed map
+    J = torch.autograd.functional.jacobian(lambda z: conv(z), x[:1]).reshape(27, -1)
+    M = torch.einsum("bsk,kn->bsn", C, J)
+    center = torch.einsum("bsk,bk->bs", C, conv(x))
+    rad = (M.abs() * 0.1).sum(-1)
+    if method == "ibp":  # IBP folds C into the last op, which here is the flatten: still sound
+        assert (lb <= center - rad + 1e-5).all() and (ub >= center + rad - 1e-5).all()
+    else:
+        assert torch.allclose(lb, center - rad, atol=1e-4)
+        assert torch.allclose(ub, center + rad, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_eps_bounds_equal_the_forward_pass(method):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10), nn.ReLU(),
+                          nn.Linear(10, 5))
+    x = torch.rand(4, 1, 6, 6)
+    bm = bg.BoundedModule(model, x)
+    lb, ub = bm.compute_bounds(x, bg.LinfBall(0.0), method=method)
+    out = model(x)
+    assert torch.allclose(lb, out, atol=1e-5) and torch.allclose(ub, out, atol=1e-5)
+
+
+def test_crown_is_exact_on_a_network_whose_neurons_are_all_stable():
+    torch.manual_seed(3)
+    lin1, lin2 = nn.Linear(5, 8), nn.Linear(8, 3)
+    with torch.no_grad():
+        lin1.bias.copy_(torch.tensor([5.0, -5.0] * 4))  # every neuron firmly on or off
+    model = nn.Sequential(lin1, nn.ReLU(), lin2)
+    x = torch.rand(2, 5)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.05)
+    lb, ub = bm.compute_bounds(x, ptb, method="crown")
+    on = (lin1.bias > 0).float()
+    W = lin2.weight * on  # effective affine map
+    Wf = W @ lin1.weight
+    bf = W @ lin1.bias + lin2.bias
+    lo, hi = ptb.box(x)
+    elb, eub = _true_range_affine(Wf, bf, lo, hi)
+    assert torch.allclose(lb, elb, atol=1e-5) and torch.allclose(ub, eub, atol=1e-5)
+    ilb, iub = bm.compute_bounds(x, ptb, method="ibp")
+    assert (ilb < lb - 1e-4).any()  # and IBP is not exact here
+
+
+def _random_mlp(seed):
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    width = 6
+    for i in range(3):
+        w = 4 + int(torch.randint(0, 8, (1,), generator=g))
+        lin = nn.Linear(width, w)
+        lin.weight.data = torch.randn(w, width, generator=g)
+        lin.bias.data = torch.randn(w, generator=g) * 0.3
+        layers += [lin, nn.ReLU()]
+        width = w
+    layers.append(nn.Linear(width, 3))
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_no_method_is_looser_than_ibp_at_any_node(seed):
+    model = _random_mlp(seed)
+    x = torch.rand(3, 6)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.2)
+    ctx = bm._context(x, ptb, {})
+    ibp = interval_pass(ctx)
+    ctx = bm._context(x, ptb, {})
+    crown = crown_intermediate(ctx)
+    for name, (l, u) in ibp.items():
+        assert (crown[name].lower >= l - 1e-6).all() and (crown[name].upper <= u + 1e-6).all(), name
+    C = torch.randn(3, 4, 3)
+    ilb, iub = bm.compute_bounds(x, ptb, method="ibp", C=C)
+    for method in ("crown-ibp", "crown"):
+        lb, ub = bm.compute_bounds(x, ptb, method=method, C=C)
+        assert (lb >= ilb - 1e-5).all() and (ub <= iub + 1e-5).all(), method
+
+
+def test_crown_is_strictly_tighter_than_ibp_on_a_random_mlp():
+    model = _random_mlp(0)
+    x = torch.rand(3, 6)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.2)
+    ilb, iub = bm.compute_bounds(x, ptb, method="ibp")
+    clb, cub = bm.compute_bounds(x, ptb, method="crown")
+    assert (clb - ilb).sum() > 1e-3 and (iub - cub).sum() > 1e-3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bound_gradients_reach_the_module_parameters(method):
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(12, 4))
+    x = torch.rand(2, 1, 4, 4)
+    bm = bg.BoundedModule(model, x)
+    model.train()
+    lb, _ = bm.compute_bounds(x, bg.LinfBall(0.1), method=method,
+                              C=bg.margin_spec(torch.tensor([0, 1]), 4), bound_upper=False)
+    lb.sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck_of_bounds_in_double_precision(method):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.rand(1, 3, dtype=torch.double)
+    bm = bg.BoundedModule(model, x)
+    b0 = model[0].bias.detach().clone().requires_grad_(True)
+
+    def h(bias):
+        del model[0].bias
+        model[0].bias = bias  # plain tensor attribute: the graph looks it up live
+        try:
+            return bm.compute_bounds(x, bg.LinfBall(0.05), method=method)
+        finally:
+            del model[0].bias
+            model[0].bias = nn.Parameter(b0.detach().clone())
+
+    assert torch.autograd.gradcheck(h, (b0,), eps=1e-6, atol=1e-5)
