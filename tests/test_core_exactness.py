@@ -161,3 +161,22 @@ def test_gradcheck_of_bounds_in_double_precision(method):
             model[0].bias = nn.Parameter(b0.detach().clone())
 
     assert torch.autograd.gradcheck(h, (b0,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_windowed_crown_equals_dense_crown(seed):
+    """Intermediate CROWN bounds computed on spatial windows (tiles of neurons, coefficients
+    kept on their receptive fields) equal those of dense coefficients."""
+    from test_core_soundness import random_network
+
+    model = random_network(seed)
+    x = torch.rand(2, 2, 6, 6)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.05)
+    for budget in (2 ** 12, 2 ** 20):  # small budget: many small tiles
+        ctx_w = bm._context(x, ptb, {"max_elements": budget})
+        ctx_d = bm._context(x, ptb, {"max_elements": budget, "windows": False})
+        bw, bd = crown_intermediate(ctx_w), crown_intermediate(ctx_d)
+        for name in bd:
+            assert torch.allclose(bw[name].lower, bd[name].lower, atol=1e-5), name
+            assert torch.allclose(bw[name].upper, bd[name].upper, atol=1e-5), name

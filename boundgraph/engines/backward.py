@@ -13,6 +13,7 @@ and intersected with the IBP interval of the same node.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -30,33 +31,121 @@ def _add(a, b):
     return a + b
 
 
+# ------------------------------------------------------------------------ spatial windows
+# Coefficients of a spatial node (per-sample shape (C, H, W)) may cover only a window of it:
+# ``origin`` is the (row, column) of the window's corner, the window's size is the tensor's.
+# A neuron of a convolutional layer depends on a small receptive field of each earlier layer,
+# so starting a backward pass from a tile of neurons and keeping windows through pointwise ops
+# and convolutions saves most of the work. Other ops see full (dense) coefficients.
+
+def _crop(t, origin, size):
+    (r, c), (h, w) = origin, size
+    return t[..., r:r + h, c:c + w]
+
+
+def _pad_to(A, origin, win_origin, win_size):
+    """Zero-pad window coefficients ``A`` (at ``origin``) to a larger window."""
+    h, w = A.shape[-2:]
+    top, left = origin[0] - win_origin[0], origin[1] - win_origin[1]
+    bottom, right = win_size[0] - h - top, win_size[1] - w - left
+    if top == left == bottom == right == 0:
+        return A
+    return torch.nn.functional.pad(A, (left, right, top, bottom))
+
+
+def _merge(old, new):
+    """Sum two (lA, uA, origin) entries arriving at the same node."""
+    if old is None:
+        return new
+    (la, ua, oa), (lb, ub, ob) = old, new
+    if oa == ob and _size(la, ua) == _size(lb, ub):
+        return _add(la, lb), _add(ua, ub), oa
+    sa, sb = _size(la, ua), _size(lb, ub)
+    o = (min(oa[0], ob[0]), min(oa[1], ob[1]))
+    e = (max(oa[0] + sa[0], ob[0] + sb[0]), max(oa[1] + sa[1], ob[1] + sb[1]))
+    size = (e[0] - o[0], e[1] - o[1])
+    pad = lambda A, org: None if A is None else _pad_to(A, org, o, size)  # noqa: E731
+    return _add(pad(la, oa), pad(lb, ob)), _add(pad(ua, oa), pad(ub, ob)), o
+
+
+def _size(la, ua):
+    A = la if la is not None else ua
+    return tuple(A.shape[-2:])
+
+
+def _densify(la, ua, origin, shape):
+    if origin is None:
+        return la, ua
+    full = tuple(shape[-2:])
+    pad = lambda A: None if A is None else _pad_to(A, origin, (0, 0), full)  # noqa: E731
+    return pad(la), pad(ua)
+
+
+def _window_step(ctx, name, op, vals, la, ua, origin):
+    """Apply ``op``'s backward rule to window coefficients; ``None`` if it cannot."""
+    g = ctx.graph
+    node = g.nodes[name]
+    size = _size(la, ua)
+    if hasattr(op, "backward_window"):
+        return op.backward_window(la, ua, origin, *vals, opts=ctx.opts)
+    if not op.pointwise:
+        return None
+    shapes = []
+    for inp, v, s in zip(node.inputs, vals, op.in_shapes):
+        if g.nodes[inp].batched:
+            if tuple(s) != tuple(node.shape):
+                return None
+            shapes.append(tuple(s[:-2]) + size)
+        else:
+            if torch.is_tensor(v) and v.dim() >= 2 and (v.shape[-1] != 1 or v.shape[-2] != 1):
+                return None  # a constant varying over space
+            shapes.append(s)
+    vals = [Interval(_crop(v.lower, origin, size), _crop(v.upper, origin, size))
+            if isinstance(v, Interval) else v for v in vals]
+    wop = copy.copy(op)
+    wop.in_shapes, wop.out_shape = tuple(shapes), tuple(node.shape[:-2]) + size
+    per_input, bl, bu = wop.backward(la, ua, *vals, opts=ctx.opts)
+    return per_input, bl, bu, origin
+
+
 def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
-                  stop_at: frozenset = frozenset()):
+                  stop_at: frozenset = frozenset(), origin: tuple | None = None):
     """Lower/upper bounds of ``sum(A * node_start)`` rows over the input set.
 
-    ``lA``/``uA`` have shape ``(B or 1, S, *shape_of_start)`` (either may be ``None``); returns
+    ``lA``/``uA`` have shape ``(B or 1, S, *shape_of_start)`` (either may be ``None``), or
+    cover only a spatial window of the start node whose corner is ``origin``. Returns
     ``(lb, ub)`` of shape ``(B, S)`` (``None`` for a side not asked for).
     """
     g = ctx.graph
     order = g.batched_ancestors(start)
-    coeffs = {start: (lA, uA)}
+    coeffs = {start: (lA, uA, origin)}
     lb = 0.0 if lA is not None else None
     ub = 0.0 if uA is not None else None
     for name in reversed(order):
         if name not in coeffs:
             continue
-        la, ua = coeffs.pop(name)
+        la, ua, org = coeffs.pop(name)
         if la is None and ua is None:
             continue
+        node = g.nodes[name]
         if name == g.input or name in stop_at:
             box = ctx.box if name == g.input else bounds[name]
+            if org is not None:
+                size = _size(la, ua)
+                box = Interval(_crop(box.lower, org, size), _crop(box.upper, org, size))
             cl, cu = concretize(la, ua, box)
             lb = _add(lb, cl) if lb is not None else None
             ub = _add(ub, cu) if ub is not None else None
             continue
-        node = g.nodes[name]
-        per_input, bl, bu = ctx.op(name).backward(la, ua, *ctx.inputs(name, bounds),
-                                                   opts=ctx.opts)
+        op = ctx.op(name)
+        vals = ctx.inputs(name, bounds)
+        step = _window_step(ctx, name, op, vals, la, ua, org) if org is not None else None
+        if step is None:
+            la, ua = _densify(la, ua, org, node.shape)
+            per_input, bl, bu = op.backward(la, ua, *vals, opts=ctx.opts)
+            new_origin = None
+        else:
+            per_input, bl, bu, new_origin = step
         if lb is not None:
             lb = lb + bl
         if ub is not None:
@@ -64,8 +153,7 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
         for inp, pair in zip(node.inputs, per_input):
             if pair is None or not g.nodes[inp].batched:
                 continue
-            old = coeffs.get(inp, (None, None))
-            coeffs[inp] = (_add(old[0], pair[0]), _add(old[1], pair[1]))
+            coeffs[inp] = _merge(coeffs.get(inp), (pair[0], pair[1], new_origin))
     B = ctx.box.lower.shape[0]
     fix = lambda t: None if t is None else (t.expand(B, -1) if t.shape[0] != B else t)  # noqa
     return fix(lb), fix(ub)
@@ -126,17 +214,50 @@ def _refine(ctx, name, consumers, bounds, budget) -> Interval:
     chunk = max(1, budget // max(1, B * widest))
     lo, hi = cur.lower.flatten(1), cur.upper.flatten(1)
     new_lo, new_hi = lo.clone(), hi.clone()
-    shape = g.nodes[name].shape
-    for start in range(0, rows.numel(), chunk):
-        idx = rows[start:start + chunk]
-        s = idx.numel()
-        A = torch.zeros(1, s, n, dtype=lo.dtype, device=lo.device)
-        A[0, torch.arange(s, device=lo.device), idx] = 1.0
-        A = A.reshape(1, s, *shape)
-        lb, ub = backward_pass(ctx, name, A, A, bounds)
+    shape = tuple(g.nodes[name].shape)
+    tile = int(ctx.opts.get("tile", 2)) if ctx.opts.get("windows", True) else 0
+    for idx, A, origin in _start_rows(rows, shape, chunk, lo, tile):
+        lb, ub = backward_pass(ctx, name, A, A, bounds, origin=origin)
         new_lo[:, idx] = torch.maximum(lo[:, idx], lb)
         new_hi[:, idx] = torch.minimum(hi[:, idx], ub)
     return Interval(new_lo.reshape(cur.lower.shape), new_hi.reshape(cur.upper.shape))
+
+
+def _start_rows(rows, shape, chunk, like, tile=2):
+    """Yield ``(flat indices, one-hot start coefficients, window origin)`` chunks of ``rows``.
+
+    Spatial nodes ``(C, H, W)`` are walked in square tiles of at most ``tile`` x ``tile``
+    positions (all their channels), so each chunk's coefficients cover one tile; other nodes
+    (or ``tile=0``) in plain chunks of at most ``chunk`` rows.
+    """
+    n = math.prod(shape)
+    dev, dt = like.device, like.dtype
+    if tile > 0 and len(shape) == 3 and shape[1] * shape[2] > 1:
+        C, H, W = shape
+        t = max(1, min(tile, int(math.isqrt(max(1, chunk // C)))))
+        sel = torch.zeros(n, dtype=torch.bool, device=dev)
+        sel[rows] = True
+        sel = sel.view(C, H, W)
+        for r0 in range(0, H, t):
+            for c0 in range(0, W, t):
+                h, w = min(t, H - r0), min(t, W - c0)
+                local = sel[:, r0:r0 + h, c0:c0 + w].reshape(-1).nonzero().flatten()
+                if local.numel() == 0:
+                    continue
+                ch = local // (h * w)
+                rr = (local // w) % h
+                cc = local % w
+                idx = ch * H * W + (rr + r0) * W + (cc + c0)
+                A = torch.zeros(1, local.numel(), C * h * w, dtype=dt, device=dev)
+                A[0, torch.arange(local.numel(), device=dev), local] = 1.0
+                yield idx, A.view(1, -1, C, h, w), (r0, c0)
+        return
+    for start in range(0, rows.numel(), chunk):
+        idx = rows[start:start + chunk]
+        s = idx.numel()
+        A = torch.zeros(1, s, n, dtype=dt, device=dev)
+        A[0, torch.arange(s, device=dev), idx] = 1.0
+        yield idx, A.view(1, s, *shape), None
 
 
 def output_bounds(ctx: Context, bounds: dict[str, Interval], C, lower=True, upper=True):

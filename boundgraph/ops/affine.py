@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Affine, Interval
+from .base import Affine, Interval, _both, bias_term
 
 
 class Linear(Affine):
@@ -67,6 +67,36 @@ class Conv2d(Affine):
                                a["groups"], a["dilation"])
         return x.reshape(B, S, *x.shape[1:])
 
+    def backward_window(self, lA, uA, origin, x, w, b=None, opts=None):
+        """Backward step for coefficients covering only the output window at ``origin``.
+
+        ``conv_transpose2d`` without padding maps the window onto the input window whose first
+        row/column is ``origin * stride - padding``; rows/columns falling into the zero padding
+        are dropped (they multiply zeros). Returns the rule's usual triple plus the input
+        window's origin.
+        """
+        a = self.attrs
+        H, W = self.in_shapes[0][1:]
+        off = b.view(-1, 1, 1) if b is not None else None
+        lb = ub = 0.0
+        if off is not None:
+            lb = bias_term(lA, off) if lA is not None else 0.0
+            ub = bias_term(uA, off) if uA is not None else 0.0
+        starts = [origin[d] * a["stride"][d] - a["padding"][d] for d in range(2)]
+
+        def t(A):
+            B, S = A.shape[:2]
+            r = F.conv_transpose2d(A.reshape(B * S, *A.shape[2:]), w, None, a["stride"], 0, 0,
+                                   a["groups"], a["dilation"])
+            lo = [max(0, -starts[d]) for d in range(2)]
+            hi = [min(r.shape[2 + d], (H, W)[d] - starts[d]) for d in range(2)]
+            r = r[:, :, lo[0]:hi[0], lo[1]:hi[1]]
+            return r.reshape(B, S, *r.shape[1:])
+
+        nl, nu = _both(t, lA, uA)
+        new_origin = tuple(max(0, starts[d]) for d in range(2))
+        return [(nl, nu)] + [None] * (1 + (b is not None)), lb, ub, new_origin
+
 
 def _channel_view(t, ndim):
     """Per-channel vector as a tensor broadcasting over a per-sample shape of ``ndim`` dims."""
@@ -87,6 +117,7 @@ class BatchNorm(Affine):
     """
 
     kind = "batchnorm"
+    pointwise = True
 
     def __init__(self, eps=1e-5, momentum=0.1):
         super().__init__(eps=float(eps), momentum=momentum)

@@ -61,6 +61,10 @@ class Op:
     kind = "op"
     in_shapes: tuple = ()
     out_shape: tuple | None = None
+    #: True for ops acting elementwise (output element i depends on input element i only,
+    #: constants broadcasting per channel at most). Engines may then apply the rule to a
+    #: spatial window of the tensors instead of the whole (see engines/backward.py).
+    pointwise = False
 
     def __init__(self, **attrs):
         self.attrs = attrs
@@ -140,13 +144,21 @@ def unbroadcast(A: Tensor, in_shape: tuple) -> Tensor:
 
 
 def bias_term(A: Tensor, offset) -> Tensor:
-    """``sum(A * offset)`` per row: ``(B, S)`` for ``A`` of shape ``(B, S, *shape)``."""
+    """``sum(A * offset)`` per row: ``(B, S)`` for ``A`` of shape ``(B, S, *shape)``.
+
+    ``offset`` is a number or a constant broadcasting against one sample; ``A`` is first summed
+    over the dimensions the offset is broadcast along, so no ``A``-sized product is formed.
+    """
     if not torch.is_tensor(offset):
         return A.flatten(2).sum(-1) * offset
-    offset = sample_view(offset, A.dim() - 2)
-    if offset.dim() == A.dim() - 2 and offset.shape == A.shape[2:]:
-        return torch.matmul(A.flatten(2), offset.reshape(-1, 1).to(A.dtype)).squeeze(-1)
-    return (A * offset).flatten(2).sum(-1)
+    nd = A.dim() - 2
+    offset = sample_view(offset, nd)
+    offset = offset.reshape((1,) * (nd - offset.dim()) + tuple(offset.shape))
+    dims = tuple(2 + i for i, s in enumerate(offset.shape) if s == 1 and A.shape[2 + i] != 1)
+    if dims:
+        A = A.sum(dim=dims, keepdim=True)
+    v = offset.expand(A.shape[2:]).reshape(-1, 1).to(A.dtype)
+    return torch.matmul(A.flatten(2), v).squeeze(-1)
 
 
 def concretize(lA: Tensor | None, uA: Tensor | None, bound: Interval):
@@ -234,6 +246,8 @@ class Elementwise(Op):
     line and negative ones the upper line; mirrored for the upper bound.
     """
 
+    pointwise = True
+
     def needs_bounds(self, index: int) -> bool:
         return True
 
@@ -245,15 +259,32 @@ class Elementwise(Op):
 
     def backward(self, lA, uA, x: Interval, opts=None):
         aL, bL, aU, bU = self.relax(x.lower, x.upper, opts or {})
-        aL, bL, aU, bU = (t.unsqueeze(1) for t in (aL, bL, aU, bU))  # (B, 1, *shape)
         nl = nu = None
         lb = ub = 0.0
-        if lA is not None:
-            pos, neg = lA.clamp(min=0), lA.clamp(max=0)
-            nl = pos * aL + neg * aU
-            lb = (pos * bL + neg * bU).flatten(2).sum(-1)
-        if uA is not None:
-            pos, neg = uA.clamp(min=0), uA.clamp(max=0)
-            nu = pos * aU + neg * aL
-            ub = (pos * bU + neg * bL).flatten(2).sum(-1)
+        if lA is not None:  # positive coefficients take the lower line, negative the upper
+            nl, lb = relaxation_step(lA, aL, bL, aU, bU)
+        if uA is not None:  # mirrored
+            nu, ub = relaxation_step(uA, aU, bU, aL, bL)
         return [(nl, nu)], lb, ub
+
+
+def _rowdot(A, v):
+    """``sum(A * v)`` per row without materialising the product: ``(B, S)``."""
+    return torch.matmul(A.flatten(2), v.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+def relaxation_step(A, a_pos, b_pos, a_neg, b_neg):
+    """Coefficients ``A`` through lines ``(a, b)``: positive entries of ``A`` take
+    ``(a_pos, b_pos)`` and negative ones ``(a_neg, b_neg)``. Returns ``(A', bias)``.
+
+    Written as ``A * a_neg + relu(A) * (a_pos - a_neg)`` so that only one sign split is made.
+    """
+    pos = A.clamp(min=0)
+    da = (a_pos - a_neg).unsqueeze(1)
+    new = A * a_neg.unsqueeze(1)
+    if torch.is_grad_enabled():
+        new = new + pos * da
+    else:
+        new.addcmul_(pos, da)
+    bias = _rowdot(A, b_neg) + _rowdot(pos, b_pos - b_neg)
+    return new, bias
