@@ -16,6 +16,9 @@ class Linear(Affine):
 
     kind = "linear"
 
+    def forward(self, x, w, b=None):
+        return F.linear(x, w, b)
+
     def apply(self, x, w, b=None, absolute=False):
         return F.linear(x, w.abs() if absolute else w)
 
@@ -43,6 +46,10 @@ class Conv2d(Affine):
     def __init__(self, stride=1, padding=0, dilation=1, groups=1):
         super().__init__(stride=_pair(stride), padding=_pair(padding),
                          dilation=_pair(dilation), groups=int(groups))
+
+    def forward(self, x, w, b=None):
+        a = self.attrs
+        return F.conv2d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
 
     def apply(self, x, w, b=None, absolute=False):
         a = self.attrs
@@ -136,7 +143,8 @@ class BatchNorm(Affine):
             momentum = self.attrs["momentum"]
             return F.batch_norm(x, mean, var, w, b, True,
                                 0.1 if momentum is None else momentum, self.attrs["eps"])
-        return super().forward(x, w, b, mean, var, training)
+        scale, shift = self._scale_shift(w, b, mean, var, x.dim() - 1)
+        return torch.addcmul(shift, x, scale)
 
     def apply(self, x, w, b, mean, var, training=False, absolute=False):
         scale, _ = self._scale_shift(w, b, mean, var, x.dim() - 1)

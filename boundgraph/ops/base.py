@@ -30,25 +30,69 @@ Ops learn the per-sample shapes of their inputs and output from the graph (``in_
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 
-class Interval(NamedTuple):
-    """Elementwise bounds ``lower <= x <= upper`` (tensors of the node's full shape)."""
+class Interval:
+    """Elementwise bounds ``lower <= x <= upper`` (tensors of the node's full shape).
 
-    lower: Tensor
-    upper: Tensor
+    Behaves like the pair ``(lower, upper)`` (unpacking, indexing). It may also be built from a
+    center and radius (:meth:`from_center`, what affine rules produce); each form is computed
+    from the other only when asked for, so chains of affine ops never convert back and forth.
+    """
+
+    __slots__ = ("_lower", "_upper", "_center", "_radius")
+
+    def __init__(self, lower: Tensor, upper: Tensor):
+        self._lower, self._upper = lower, upper
+        self._center = self._radius = None
+
+    @classmethod
+    def from_center(cls, center: Tensor, radius: Tensor) -> "Interval":
+        iv = cls.__new__(cls)
+        iv._lower = iv._upper = None
+        iv._center, iv._radius = center, radius
+        return iv
+
+    @property
+    def lower(self) -> Tensor:
+        if self._lower is None:
+            self._lower = self._center - self._radius
+        return self._lower
+
+    @property
+    def upper(self) -> Tensor:
+        if self._upper is None:
+            self._upper = self._center + self._radius
+        return self._upper
 
     @property
     def center(self) -> Tensor:
-        return (self.upper + self.lower) / 2
+        if self._center is None:
+            self._center = (self._upper + self._lower) / 2
+        return self._center
 
     @property
     def radius(self) -> Tensor:
-        return (self.upper - self.lower) / 2
+        if self._radius is None:
+            self._radius = (self._upper - self._lower) / 2
+        return self._radius
+
+    def __iter__(self):
+        yield self.lower
+        yield self.upper
+
+    def __getitem__(self, i):
+        return (self.lower, self.upper)[i]
+
+    def __len__(self):
+        return 2
+
+    def __repr__(self):
+        return f"Interval(shape={tuple(self.lower.shape)})"
 
 
 def is_bounded(v: Any) -> bool:
@@ -221,7 +265,7 @@ class Affine(Op):
     def interval(self, x: Interval, *consts) -> Interval:
         c = self.forward(x.center, *consts)
         r = self.apply(x.radius, *consts, absolute=True)
-        return Interval(c - r, c + r)
+        return Interval.from_center(c, r)
 
     def backward(self, lA, uA, x, *consts, opts=None):
         off = self.offset(*consts)
@@ -239,7 +283,8 @@ class Elementwise(Op):
     """Unary elementwise nonlinear ops defined by a linear relaxation.
 
     Subclasses implement ``forward`` and ``relax(l, u, opts) -> (aL, bL, aU, bU)`` such that
-    ``aL*x + bL <= f(x) <= aU*x + bU`` for all ``x`` in ``[l, u]``; the default ``interval``
+    ``aL*x + bL <= f(x) <= aU*x + bU`` for all ``x`` in ``[l, u]`` (slopes are tensors shaped
+    like ``l``; an intercept may be the number ``0``); the default ``interval``
     assumes ``f`` is monotone non-decreasing (override otherwise).
 
     Backward (the shared CROWN step): for the lower bound, positive coefficients take the lower
@@ -273,18 +318,32 @@ def _rowdot(A, v):
     return torch.matmul(A.flatten(2), v.flatten(1).unsqueeze(-1)).squeeze(-1)
 
 
+def _is_zero(b) -> bool:
+    return not torch.is_tensor(b) and b == 0
+
+
 def relaxation_step(A, a_pos, b_pos, a_neg, b_neg):
     """Coefficients ``A`` through lines ``(a, b)``: positive entries of ``A`` take
     ``(a_pos, b_pos)`` and negative ones ``(a_neg, b_neg)``. Returns ``(A', bias)``.
 
-    Written as ``A * a_neg + relu(A) * (a_pos - a_neg)`` so that only one sign split is made.
+    Written as ``A * a_base + part * (a_other - a_base)`` with a single sign split, choosing
+    the base line so that a zero intercept (a number ``0``, e.g. ReLU's lower line) costs
+    nothing.
     """
-    pos = A.clamp(min=0)
-    da = (a_pos - a_neg).unsqueeze(1)
-    new = A * a_neg.unsqueeze(1)
-    if torch.is_grad_enabled():
-        new = new + pos * da
+    if _is_zero(b_pos) and not _is_zero(b_neg):  # split off the negative part
+        part, (a_base, b_base), (a_other, b_other) = A.clamp(max=0), (a_pos, b_pos), (a_neg, b_neg)
     else:
-        new.addcmul_(pos, da)
-    bias = _rowdot(A, b_neg) + _rowdot(pos, b_pos - b_neg)
+        part, (a_base, b_base), (a_other, b_other) = A.clamp(min=0), (a_neg, b_neg), (a_pos, b_pos)
+    da = (a_other - a_base).unsqueeze(1)
+    new = A * a_base.unsqueeze(1)
+    if torch.is_grad_enabled():
+        new = new + part * da
+    else:
+        new.addcmul_(part, da)
+    bias = 0.0
+    if not _is_zero(b_base):
+        bias = _rowdot(A, b_base)
+        b_other = b_other - b_base
+    if not _is_zero(b_other):
+        bias = bias + _rowdot(part, b_other)
     return new, bias
