@@ -10,6 +10,12 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS_ENV = "BOUNDGRAPH_RESULTS_DIR"  # overrides RESULTS (tests, scratch runs)
+
+
+def results_dir() -> Path:
+    """Where result files go: ``$BOUNDGRAPH_RESULTS_DIR`` if set, else ``benchmarks/results``."""
+    return Path(os.environ.get(RESULTS_ENV) or RESULTS)
 
 
 def machine_stamp() -> dict:
@@ -52,9 +58,87 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_now_mb() -> float:
+    """Current resident set size (MB); the peak so far where /proc is not available."""
+    v = _proc_status_mb("VmRSS")
+    return v if v is not None else peak_rss_mb()
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux ``/proc/self/clear_refs``), so that
+    :func:`window_peak_rss_mb` measures the peak of what runs next. False if not supported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak_rss_mb() -> float:
+    """Peak RSS (MB) since the last :func:`reset_peak_rss` (``VmHWM``), else since start."""
+    v = _proc_status_mb("VmHWM")
+    return v if v is not None else peak_rss_mb()
+
+
+def mem_total_mb() -> float | None:
+    """Physical memory of the machine (MB), from /proc/meminfo; None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def run_isolated(module: str, cfg: dict, timeout: float | None = None) -> tuple[list[dict], str]:
+    """Run ``python -m <module> --one <cfg as JSON>`` in a fresh process (so its peak RSS is
+    its own). The child prints one JSON object per line as it goes; returns the parsed
+    objects and an error message ('' on success, 'timeout after N s' or the last stderr
+    line). Objects printed before a timeout or crash are kept."""
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", module, "--one", json.dumps(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    error = ""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+            error = lines[-1] if lines else f"exit status {proc.returncode}"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        error = f"timeout after {timeout:g} s"
+    objs = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                objs.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return objs, error
+
+
 def write_results(name: str, payload: dict, table: str) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    jp, mp = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    jp, mp = out / f"{name}.json", out / f"{name}.md"
     tmp = jp.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, jp)
