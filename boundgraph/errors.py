@@ -28,7 +28,7 @@ class UnsupportedOpError(BoundGraphError):
             lines.append(f"  - node '{name}': op {op}" + (f" (from {where})" if where else ""))
         lines.append(
             "Register a rule for an op with boundgraph.register_op(target, factory) "
-            "(see boundgraph.ops.register_op's docstring), or rewrite that part of the model "
+            "(see the docstring of boundgraph.register_op), or rewrite that part of the model "
             "with supported operations (README: 'Supported operations')."
         )
         super().__init__("\n".join(lines))

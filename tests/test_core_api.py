@@ -180,3 +180,16 @@ def test_untraceable_model_is_a_trace_error():
 
     with pytest.raises(bg.TraceError, match="could not trace TwoInputs"):
         bg.BoundedModule(TwoInputs(), torch.rand(2, 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bounds_follow_the_model_to_cuda(styles):
+    m = styles.cuda()
+    x = torch.rand(3, 1, 8, 8, device="cuda")
+    bm = bg.BoundedModule(m, x)
+    for method in bg.METHODS:
+        lb, ub = bm.compute_bounds(x, bg.LinfBall(0.02, 0.0, 1.0), method=method)
+        assert lb.is_cuda and (lb <= ub).all()
+    cpu_lb, _ = bg.BoundedModule(m.cpu(), x.cpu()).compute_bounds(
+        x.cpu(), bg.LinfBall(0.02, 0.0, 1.0), method="crown")
+    assert torch.allclose(lb.cpu(), cpu_lb, atol=1e-4)

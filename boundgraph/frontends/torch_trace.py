@@ -7,7 +7,9 @@ the converter table :data:`CONVERTERS`. Parameters and buffers become ``param`` 
 up the module's own tensors at every call (no copies), and each BatchNorm reads the live
 ``training`` flag of its module, so ``model.train()`` / ``model.eval()`` behave as in torch.
 
-Adding a rule for an aten op nobody handles yet: see :func:`register_op`.
+Nodes computed from constants only (parameters, buffers, literals) are evaluated by torch
+itself at every call, on the live values. Adding a rule for an aten op nobody handles yet: see
+:func:`register_op`.
 """
 from __future__ import annotations
 
@@ -34,19 +36,43 @@ class Unsupported(Exception):
 def register_op(target, factory: Factory | None = None):
     """Register how an aten op becomes a bound-graph op (usable as a decorator).
 
-    ``target`` is an op overload (``torch.ops.aten.gelu.default``) or its name
-    (``"aten.gelu.default"``). ``factory(args, node)`` receives the op's arguments by schema
-    name (defaults filled in) and the fx node, and returns ``(op, inputs)``: an
-    :class:`boundgraph.ops.Op` instance and the list of its inputs (fx nodes or literal
-    constants such as numbers and tensors). Example, for a user op with its own rules::
+    ``target`` is an op overload (``torch.ops.aten.exp.default``) or its name
+    (``"aten.exp.default"``, as printed in :class:`~boundgraph.UnsupportedOpError`). It replaces
+    any earlier rule for that name; ``CONVERTERS.pop(name)`` removes it again.
 
-        class Square(bg.ops.Elementwise):
-            kind = "square"
-            def forward(self, x): return x * x
-            def interval(self, x): ...
-            def relax(self, l, u, opts=None): ...
+    ``factory(args, node)`` receives the op's arguments by schema name (``args["self"]``,
+    ``args["dim"]``, ...; defaults filled in) and the ``torch.fx`` node, and returns
+    ``(op, inputs)``: an :class:`boundgraph.ops.Op` instance and the list of its inputs, each an
+    fx node taken from ``args`` or a literal constant (number, tensor). It may raise
+    :class:`Unsupported` ("this use of the op has no rule", e.g. a dimension that is the batch);
+    the reason then appears in the error message. Ops only ever see per-sample shapes
+    (``op.in_shapes``, ``op.out_shape``, batch dimension left out) and batch-first tensors.
 
-        bg.register_op("aten.square.default", lambda a, node: (Square(), [a["self"]]))
+    Converters are only consulted for nodes that depend on the model's input; computations on
+    parameters, buffers and literals alone are evaluated by torch itself.
+
+    Example, a rule for ``torch.exp`` (convex and increasing)::
+
+        import boundgraph as bg
+
+        class Exp(bg.ops.Elementwise):
+            kind = "exp"
+
+            def forward(self, x):
+                return torch.exp(x)
+
+            # interval: Elementwise's default (f(l), f(u)) is right for increasing functions
+
+            def relax(self, l, u, opts=None):
+                # lines valid on [l, u]: tangent at the midpoint below, chord above
+                m = (l + u) / 2
+                k = (torch.exp(u) - torch.exp(l)) / (u - l).clamp(min=1e-12)
+                return torch.exp(m), torch.exp(m) * (1 - m), k, torch.exp(l) - k * l
+
+        bg.register_op("aten.exp.default", lambda args, node: (Exp(), [args["self"]]))
+
+    (A rule used in earnest must also be sound in floating point, e.g. for ``u - l`` near 0;
+    see :mod:`boundgraph.ops.activations` for how the built-in rules do it.)
     """
     name = target if isinstance(target, str) else str(target)
 
@@ -103,6 +129,7 @@ for _n in ("aten.view.default", "aten.reshape.default", "aten._unsafe_view.defau
 
 for _n in ("aten.dropout.default", "aten.clone.default", "aten.contiguous.default",
            "aten.alias.default", "aten.detach.default", "aten.lift_fresh_copy.default",
+           "aten.detach_.default",
            "aten.feature_dropout.default", "aten.alpha_dropout.default"):
     register_op(_n, lambda a, node: (O.Identity(), [a.get("self", a.get("input"))]))
 
@@ -116,7 +143,15 @@ register_op("aten.sub.Tensor", lambda a, n: (O.Sub(a["alpha"]), [a["self"], a["o
 register_op("aten.sub.Scalar", lambda a, n: (O.Sub(a["alpha"]), [a["self"], a["other"]]))
 register_op("aten.rsub.Scalar", lambda a, n: (O.Sub(a["alpha"]), [a["other"], a["self"]]))
 register_op("aten.rsub.Tensor", lambda a, n: (O.Sub(a["alpha"]), [a["other"], a["self"]]))
-register_op("aten.mul.Tensor", lambda a, n: (O.Mul(), [a["self"], a["other"]]))
+
+
+@register_op("aten.mul.Tensor")
+def _mul(a, node):
+    if isinstance(a["self"], fx.Node) and a["self"] is a["other"]:
+        return O.Square(), [a["self"]]  # x * x: one convex op, tighter than McCormick
+    return O.Mul(), [a["self"], a["other"]]
+
+
 register_op("aten.mul.Scalar", lambda a, n: (O.Mul(), [a["self"], a["other"]]))
 
 
@@ -151,6 +186,305 @@ def _batch_norm(a, node):
 def _avg_pool2d(a, node):
     return O.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"],
                        a["count_include_pad"], a["divisor_override"]), [a["self"]]
+
+
+# activations
+register_op("aten.leaky_relu.default",
+            lambda a, n: (O.LeakyReLU(a["negative_slope"]), [a["self"]]))
+register_op("aten.sigmoid.default", lambda a, n: (O.Sigmoid(), [a["self"]]))
+register_op("aten.tanh.default", lambda a, n: (O.Tanh(), [a["self"]]))
+register_op("aten.gelu.default", lambda a, n: (O.GELU(a["approximate"]), [a["self"]]))
+register_op("aten.silu.default", lambda a, n: (O.SiLU(), [a["self"]]))
+register_op("aten.abs.default", lambda a, n: (O.Abs(), [a["self"]]))
+register_op("aten.elu.default", lambda a, n: (
+    O.ELU(a["alpha"], a["scale"], a["input_scale"]), [a["self"]]))
+register_op("aten.selu.default", lambda a, n: (
+    O.ELU(1.6732632423543772848170429916717, 1.0507009873554804934193349852946), [a["self"]]))
+register_op("aten.hardtanh.default",
+            lambda a, n: (O.Clamp(a["min_val"], a["max_val"]), [a["self"]]))
+register_op("aten.relu6.default", lambda a, n: (O.Clamp(0.0, 6.0), [a["self"]]))
+register_op("aten.clamp_min.default", lambda a, n: (O.Clamp(a["min"], None), [a["self"]]))
+register_op("aten.clamp_max.default", lambda a, n: (O.Clamp(None, a["max"]), [a["self"]]))
+
+
+@register_op("aten.softplus.default")
+def _softplus(a, node):
+    if not a["beta"] > 0:
+        raise Unsupported("softplus with beta <= 0")
+    return O.Softplus(a["beta"], a["threshold"]), [a["self"]]
+
+
+@register_op("aten.clamp.default")
+@register_op("aten.clip.default")
+def _clamp(a, node):
+    if a["min"] is None and a["max"] is None:
+        raise Unsupported("clamp without bounds")
+    return O.Clamp(a["min"], a["max"]), [a["self"]]
+
+
+@register_op("aten.clamp.Tensor")
+@register_op("aten.clip.Tensor")
+def _clamp_tensor(a, node):
+    raise Unsupported("clamp with tensor bounds; pass numbers as min/max")
+
+
+# arithmetic
+register_op("aten.square.default", lambda a, n: (O.Square(), [a["self"]]))
+
+
+@register_op("aten.pow.Tensor_Scalar")
+def _pow(a, node):
+    p = a["exponent"]
+    if p == 2:
+        return O.Square(), [a["self"]]
+    if p == 1:
+        return O.Identity(), [a["self"]]
+    raise Unsupported(f"power {p} (only 1 and 2 have rules)")
+
+
+# pooling and reductions
+def _spatial_4d(node, what):
+    if len(_val_shape(node) or ()) != 4:
+        raise Unsupported(f"{what} needs a (batch, channels, height, width) input")
+
+
+@register_op("aten.max_pool2d.default")
+def _max_pool2d(a, node):
+    _spatial_4d(node, "max_pool2d")
+    return O.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], a["dilation"],
+                       a["ceil_mode"]), [a["self"]]
+
+
+@register_op("aten.adaptive_avg_pool2d.default")
+def _adaptive_avg_pool2d(a, node):
+    _spatial_4d(node, "adaptive_avg_pool2d")
+    return O.AdaptiveAvgPool2d(a["output_size"]), [a["self"]]
+
+
+def _sample_dim(node, dim, ndim=None) -> int:
+    """Per-sample index of dimension ``dim`` of ``node``'s (batched) value; refuses the batch."""
+    ndim = len(_val_shape(node)) if ndim is None else ndim
+    if not isinstance(dim, int) or not -ndim <= dim < ndim:
+        raise Unsupported(f"dimension {dim} of a {ndim}-d tensor")
+    dim = dim % ndim
+    if dim == 0:
+        raise Unsupported("operations along the batch dimension are not supported")
+    return dim - 1
+
+
+def _reduce(cls):
+    def conv(a, node):
+        dims = a["dim"]
+        if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+            raise Unsupported("reductions over all dimensions include the batch")
+        if a.get("dtype") is not None:
+            raise Unsupported("reductions with a dtype argument")
+        dims = dims if isinstance(dims, (list, tuple)) else [dims]
+        return cls([_sample_dim(a["self"], d) for d in dims], a["keepdim"]), [a["self"]]
+    return conv
+
+
+register_op("aten.mean.dim", _reduce(O.Mean))
+register_op("aten.sum.dim_IntList", _reduce(O.Sum))
+
+
+@register_op("aten.mean.default")
+@register_op("aten.sum.default")
+def _reduce_all(a, node):
+    raise Unsupported("reductions over all dimensions include the batch")
+
+
+# structure
+@register_op("aten.cat.default")
+def _cat(a, node):
+    return O.Cat(_sample_dim(node, a["dim"])), list(a["tensors"])
+
+
+@register_op("aten.stack.default")
+def _stack(a, node):
+    return O.Stack(_sample_dim(node, a["dim"])), list(a["tensors"])
+
+
+@register_op("aten.slice.Tensor")
+def _slice(a, node):
+    x, step = a["self"], a["step"]
+    shape = _val_shape(x)
+    dim = a["dim"] % len(shape)
+    start, end = a["start"], a["end"]
+    if any(isinstance(v, fx.Node) for v in (start, end, step)):
+        raise Unsupported("slicing with bounds computed at run time")
+    if dim == 0:
+        if (start in (None, 0)) and (end is None or end >= 2 ** 62) and step == 1:
+            return O.Identity(), [x]
+        raise Unsupported("slicing the batch dimension")
+    start, stop, step = slice(start, end, step).indices(int(shape[dim]))
+    return O.Slice(dim - 1, start, max(stop, start), step), [x]
+
+
+@register_op("aten.select.int")
+def _select(a, node):
+    x = a["self"]
+    dim = _sample_dim(x, a["dim"])
+    size = int(_val_shape(x)[dim + 1])
+    index = a["index"]
+    if not isinstance(index, int) or not -size <= index < size:
+        raise Unsupported(f"select of index {index} in a dimension of size {size}")
+    return O.Select(dim, index % size), [x]
+
+
+def _constant_index(idx):
+    if isinstance(idx, fx.Node) and _depends_on_input(idx):
+        raise Unsupported("indexing with a tensor that depends on the input")
+    val = idx.meta.get("val") if isinstance(idx, fx.Node) else idx
+    if not torch.is_tensor(val) or val.dim() != 1 or val.dtype in (torch.bool, torch.uint8):
+        raise Unsupported("indexing with anything but a constant 1-d integer tensor")
+    return idx
+
+
+@register_op("aten.index_select.default")
+def _index_select(a, node):
+    return O.IndexSelect(_sample_dim(a["self"], a["dim"])), [a["self"],
+                                                               _constant_index(a["index"])]
+
+
+@register_op("aten.index.Tensor")
+def _index(a, node):
+    given = [(i, v) for i, v in enumerate(a["indices"]) if v is not None]
+    if len(given) != 1:
+        raise Unsupported("advanced indexing with more than one index tensor")
+    dim, idx = given[0]
+    return O.IndexSelect(_sample_dim(a["self"], dim)), [a["self"], _constant_index(idx)]
+
+
+@register_op("aten.permute.default")
+def _permute(a, node):
+    n = len(_val_shape(a["self"]))
+    dims = [d % n for d in a["dims"]]
+    if dims[0] != 0:
+        raise Unsupported("permutations that move the batch dimension")
+    return O.Permute([d - 1 for d in dims[1:]]), [a["self"]]
+
+
+@register_op("aten.transpose.int")
+def _transpose(a, node):
+    x = a["self"]
+    n = len(_val_shape(x))
+    d0, d1 = a["dim0"] % n, a["dim1"] % n
+    if d0 == d1:
+        return O.Identity(), [x]
+    perm = list(range(n - 1))
+    i, j = _sample_dim(x, d0), _sample_dim(x, d1)
+    perm[i], perm[j] = perm[j], perm[i]
+    return O.Permute(perm), [x]
+
+
+@register_op("aten.t.default")
+def _t(a, node):
+    if len(_val_shape(a["self"])) < 2:
+        return O.Identity(), [a["self"]]
+    raise Unsupported("transposing the batch dimension")
+
+
+@register_op("aten.flip.default")
+def _flip(a, node):
+    return O.Flip([_sample_dim(a["self"], d) for d in a["dims"]]), [a["self"]]
+
+
+@register_op("aten.pad.default")
+@register_op("aten.constant_pad_nd.default")
+def _pad(a, node):
+    mode = a.get("mode", "constant")
+    if mode != "constant":
+        raise Unsupported(f"{mode} padding (only constant padding has rules)")
+    pads = [int(p) for p in a["pad"]]
+    ndim = len(_val_shape(a["self"]))
+    if len(pads) // 2 >= ndim and any(pads[2 * (ndim - 1):]):
+        raise Unsupported("padding the batch dimension")
+    pads = pads[:2 * (ndim - 1)]
+    return O.Pad(pads, a["value"] or 0.0), [a["self"]]
+
+
+@register_op("aten.expand.default")
+def _expand(a, node):
+    sizes = list(a["size"])
+    if any(isinstance(s, fx.Node) for s in sizes[1:]) or len(sizes) != len(_val_shape(node)):
+        raise Unsupported("expand to sizes computed at run time")
+    return O.Expand(_sample_shape(node)), [a["self"]]
+
+
+# ops returning several tensors: the trace loop lets the node stand for its input and each
+# ``getitem`` of it becomes a slice (split, chunk) or a select (unbind) of that input
+_MULTI_OUTPUT = {"aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default",
+                 "aten.unbind.int", "aten.tensor_split.sections",
+                 "aten.tensor_split.indices"}
+
+
+@register_op("<built-in function getitem>")
+def _getitem(a, node):
+    src, i = a["0"], a["1"]
+    if not isinstance(src, fx.Node) or str(src.target) not in _MULTI_OUTPUT:
+        raise Unsupported("indexing the result of an op without a rule")
+    x = src.args[0]
+    d = _sample_dim(x, _args(src)["dim"])
+    if str(src.target) == "aten.unbind.int":
+        return O.Select(d, i), [src]
+    sizes = [int(v.shape[d + 1]) for v in src.meta["val"]]
+    start = sum(sizes[:i])
+    return O.Slice(d, start, start + sizes[i], 1), [src]
+
+
+class _ConstCall(O.Op):
+    """A node computed from constants only (parameters, buffers, literals): torch runs the
+    aten op itself at every call, on the live values, so e.g. ``self.mean.view(1, -1, 1, 1)``
+    or ``self.log_scale.exp()`` stay in sync with the module. Not part of the vocabulary."""
+
+    kind = "aten"
+
+    def __init__(self, target, args, kwargs):
+        super().__init__(target=str(target))
+        self.target, self.args, self.kwargs = target, args, kwargs
+
+    def forward(self, *vals):
+        def fill(v):
+            if isinstance(v, _Slot):
+                return vals[v.index]
+            if isinstance(v, (list, tuple)):
+                return type(v)(fill(x) for x in v)
+            return v
+        return self.target(*fill(self.args), **{k: fill(v) for k, v in self.kwargs.items()})
+
+
+class _Slot:
+    def __init__(self, index):
+        self.index = index
+
+
+# factories whose batch-size argument can be 1 (the result broadcasts over the batch)
+_BATCH_AS_ONE = {"aten.zeros.default", "aten.ones.default", "aten.full.default",
+                 "aten.empty.memory_format", "aten.expand.default", "aten.new_zeros.default",
+                 "aten.new_ones.default", "aten.new_full.default", "aten.new_empty.default"}
+
+
+def _constant_call(node: fx.Node):
+    """``(op, inputs)`` evaluating ``node`` (which depends on no input) with torch itself."""
+    inputs = []
+
+    def slot(v):
+        if isinstance(v, (list, tuple)):
+            return type(v)(slot(x) for x in v)
+        if not isinstance(v, fx.Node):
+            return v
+        if str(v.target) == "aten.sym_size.int":
+            batch = v.args[1] == 0 and _depends_on_input(v.args[0])
+            if str(node.target) in _BATCH_AS_ONE and batch:
+                return 1
+            raise Unsupported("a constant computed from the input's sizes")
+        inputs.append(v)
+        return _Slot(len(inputs) - 1)
+
+    args = slot(tuple(node.args))
+    kwargs = {k: slot(v) for k, v in node.kwargs.items()}
+    return _ConstCall(node.target, args, kwargs), inputs
 
 
 class _LiveFlag:
@@ -263,7 +597,16 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
             tname = str(n.target)
             if tname in _SKIP:
                 continue
+            if tname in _MULTI_OUTPUT and n.args[0] in _INPUT_DEPENDENT:
+                _INPUT_DEPENDENT.add(n)  # stands for its input; see _getitem
+                if n.args[0] in names:
+                    names[n] = names[n.args[0]]
+                continue
             conv = CONVERTERS.get(tname)
+            if any(i in _INPUT_DEPENDENT for i in n.all_input_nodes):
+                _INPUT_DEPENDENT.add(n)  # even without a rule, so its consumers are reported
+            else:  # a computation on constants only: torch itself evaluates it
+                conv = lambda a, node: _constant_call(node)  # noqa: E731
             if conv is None:
                 unsupported.append((n.name, tname, _source(n)))
                 continue

@@ -1,14 +1,15 @@
-"""Elementwise arithmetic: add, sub, mul, div, neg.
+"""Elementwise arithmetic: add, sub, mul, div, neg, square.
 
-Each op takes two inputs ``(a, b)`` (``neg`` one), any of which may be bounded or constant
-(Python numbers included), and broadcasts like torch. With at most one bounded input every op
-here is affine in it; ``mul`` of two bounded tensors uses the McCormick planes.
+Each op takes two inputs ``(a, b)`` (``neg`` and ``square`` one), any of which may be bounded or
+constant (Python numbers included), and broadcasts like torch. With at most one bounded input
+every op here is affine in it; ``mul`` of two bounded tensors uses the McCormick planes;
+``square`` (``x * x``, ``x ** 2``) is a convex elementwise op.
 """
 from __future__ import annotations
 
 import torch
 
-from .base import Interval, Op, bias_term, is_bounded, unbroadcast
+from .base import Elementwise, Interval, Op, bias_term, is_bounded, unbroadcast
 
 
 def _scaled(A, scale, in_shape):
@@ -32,6 +33,8 @@ def _scale_interval(x: Interval, s) -> Interval:
 
 class _Linear2(Op):
     """``y = sa * a + sb * b`` with constant scalars sa, sb (add and sub)."""
+
+    pointwise = True
 
     sa = 1.0
     sb = 1.0
@@ -100,6 +103,8 @@ class Sub(_Linear2):
 class Neg(Op):
     """``-x``."""
 
+    pointwise = True
+
     kind = "neg"
 
     def forward(self, x):
@@ -117,6 +122,8 @@ class Mul(Op):
     planes, ``y >= lb*a + la*b - la*lb`` (lower) and ``y <= ub*a + la*b - la*ub`` (upper), valid
     on the box ``[la, ua] x [lb, ub]``."""
 
+    pointwise = True
+
     kind = "mul"
 
     def forward(self, a, b):
@@ -129,7 +136,7 @@ class Mul(Op):
         if is_bounded(a) and is_bounded(b):
             cands = torch.stack([a.lower * b.lower, a.lower * b.upper,
                                  a.upper * b.lower, a.upper * b.upper])
-            return Interval(cands.min(0).values, cands.max(0).values)
+            return Interval(cands.amin(0), cands.amax(0))
         x, c = (a, b) if is_bounded(a) else (b, a)
         return _scale_interval(x, c)
 
@@ -163,6 +170,8 @@ class Mul(Op):
 class Div(Op):
     """``a / c`` with a constant divisor ``c`` (a diagonal affine map)."""
 
+    pointwise = True
+
     kind = "div"
 
     def forward(self, a, b):
@@ -177,3 +186,24 @@ class Div(Op):
         s = 1 / b
         shape = self.in_shapes[0]
         return [(_scaled(lA, s, shape), _scaled(uA, s, shape)), None], 0.0, 0.0
+
+
+class Square(Elementwise):
+    """``x * x``. Interval: the exact range (``0`` when ``l <= 0 <= u``). Relaxation (convex):
+    ``2 m x - m^2 <= x^2 <= (l + u) x - l u`` with ``m = (l + u) / 2`` (the tangent at the
+    midpoint, the best tangent by area, and the chord)."""
+
+    kind = "square"
+
+    def forward(self, x):
+        return x * x
+
+    def interval(self, x: Interval) -> Interval:
+        l, u = x.lower, x.upper
+        hi = torch.maximum(l * l, u * u)
+        lo = torch.where((l <= 0) & (u >= 0), torch.zeros_like(l), torch.minimum(l * l, u * u))
+        return Interval(lo, hi)
+
+    def relax(self, l, u, opts=None):
+        m = (l + u) / 2
+        return 2 * m, -m * m, l + u, -l * u
