@@ -15,6 +15,8 @@ Methods implemented: interval bound propagation (Gowal et al. 2018), CROWN (Zhan
 from . import ops
 from .bounded import METHODS, BoundedModule
 from .errors import BoundGraphError, InputError, TraceError, UnsupportedOpError
+from .frontends.onnx_export import export_onnx
+from .frontends.onnx_import import load_onnx
 from .frontends.torch_trace import register_op
 from .perturbation import Box, LinfBall
 from .spec import margin_spec
@@ -22,4 +24,5 @@ from .spec import margin_spec
 __version__ = "0.1.0"
 
 __all__ = ["BoundedModule", "LinfBall", "Box", "margin_spec", "register_op", "METHODS", "ops",
-           "BoundGraphError", "InputError", "TraceError", "UnsupportedOpError"]
+           "BoundGraphError", "InputError", "TraceError", "UnsupportedOpError",
+           "export_onnx", "load_onnx"]
