@@ -26,3 +26,5 @@ __version__ = "0.1.0"
 __all__ = ["BoundedModule", "LinfBall", "Box", "margin_spec", "register_op", "METHODS", "ops",
            "BoundGraphError", "InputError", "TraceError", "UnsupportedOpError",
            "export_onnx", "load_onnx"]
+
+from . import training  # noqa: E402  (bg.training.fit / evaluate / load_checkpoint)

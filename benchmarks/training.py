@@ -1,0 +1,216 @@
+"""Training-speed benchmark: time of a fixed number of training batches per method, relative to
+natural training (design target on CPU: IBP <= 3x, CROWN-IBP <= 8x natural).
+
+Model ``cnn_4layer`` on MNIST-shaped input (1x28x28, 10 classes), batches of 256, in
+``train()`` mode; each timed unit is ``--batches`` full training steps (forward, loss,
+backward, optimiser step) through the same code path as the trainer
+(:func:`boundgraph.training.losses.certified_loss`):
+
+* natural: CE(f(x), y);
+* ibp: kappa = 0.5, eps = 0.1 (IBP margins, one interval pass);
+* crown-ibp: kappa = 0.5, beta = 0.5, eps = 0.1 (IBP and CROWN-IBP margins, as during the ramp;
+  after the ramp beta = 0 and the cost is IBP's);
+* improved-ibp: eps = 0.05 of eps_max = 0.1, so the warm-up regularisers are active, plus the
+  gradient-norm clipping.
+
+Methods are timed in interleaved rounds (natural, ibp, crown-ibp, improved-ibp, natural, ...)
+so that a change in machine load hits all of them alike; the figure is the median over rounds.
+Images are the first MNIST training images when MNIST is available, else uniform noise.
+
+    python -m benchmarks.training                 # writes results/training_speed.{json,md}
+    python -m benchmarks.training --rounds 3 --batches 5
+
+``--collect RUN_DIR ...`` instead gathers finished training runs (``boundgraph train`` folders,
+each with ``eval_test.json`` from ``boundgraph eval ... --out``) into
+``results/training.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+from .common import machine_stamp, md_table, write_results
+
+METHODS = ("natural", "ibp", "crown-ibp", "improved-ibp")
+SETTINGS = {
+    "natural": dict(eps=0.0, kappa=1.0, beta=0.0),
+    "ibp": dict(eps=0.1, kappa=0.5, beta=0.0),
+    "crown-ibp": dict(eps=0.1, kappa=0.5, beta=0.5),
+    "improved-ibp": dict(eps=0.05, kappa=0.0, beta=0.0),
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", type=int, default=10, help="training steps per timed unit")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--model", default="cnn_4layer")
+    p.add_argument("--collect", nargs="+", metavar="RUN_DIR",
+                   help="summarise finished training runs into results/training.{json,md}")
+    p.add_argument("--commands", metavar="FILE",
+                   help="with --collect: a text file with the exact commands that were run")
+    p.add_argument("--notes", metavar="FILE", help="with --collect: remarks for the table")
+    args = p.parse_args(argv)
+    if args.collect:
+        return collect(args.collect, args.commands, args.notes)
+
+    import torch
+
+    import boundgraph as bg
+    import models
+    from boundgraph.training.losses import certified_loss
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    B = args.batch_size
+    source = "uniform noise"
+    try:
+        from boundgraph.data import load_dataset
+
+        data = load_dataset("mnist", "train", limit=B * args.batches)
+        X, Y = data.tensors
+        source = f"MNIST train images 0..{len(X) - 1}"
+    except (FileNotFoundError, ValueError):
+        X = torch.rand(B * args.batches, 1, 28, 28)
+        Y = torch.randint(0, 10, (B * args.batches,))
+    batches = [(X[i * B:(i + 1) * B], Y[i * B:(i + 1) * B]) for i in range(args.batches)]
+
+    nets = {}
+    for method in METHODS:
+        torch.manual_seed(0)
+        net = models.get_model(args.model).train()
+        bm = bg.BoundedModule(net, X[:2])
+        opt = torch.optim.Adam(net.parameters(), lr=5e-4)
+        nets[method] = (net, bm, opt)
+
+    def unit(method):
+        net, bm, opt = nets[method]
+        s = SETTINGS[method]
+        for xb, yb in batches:
+            res = certified_loss(bm, xb, yb, method=method, eps=s["eps"], kappa=s["kappa"],
+                                 beta=s["beta"], eps_max=0.1)
+            opt.zero_grad(set_to_none=True)
+            res.loss.backward()
+            if method == "improved-ibp":
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+
+    for method in METHODS:  # warm-up
+        unit(method)
+    times = {m: [] for m in METHODS}
+    load_before = os.getloadavg()
+    for r in range(args.rounds):
+        for method in METHODS:
+            t0 = time.perf_counter()
+            unit(method)
+            times[method].append(time.perf_counter() - t0)
+        print(f"round {r + 1}/{args.rounds}: " +
+              ", ".join(f"{m} {times[m][-1]:.2f}s" for m in METHODS), flush=True)
+    load_after = os.getloadavg()
+    med = {m: statistics.median(times[m]) for m in METHODS}
+    ratio = {m: med[m] / med["natural"] for m in METHODS}
+    payload = {
+        "benchmark": "training_speed",
+        "model": args.model, "input": [1, 28, 28], "classes": 10, "data": source,
+        "batch_size": B, "batches_per_unit": args.batches, "rounds": args.rounds,
+        "settings": SETTINGS,
+        "seconds_per_unit": times,
+        "median_seconds_per_unit": med,
+        "median_seconds_per_batch": {m: med[m] / args.batches for m in METHODS},
+        "ratio_vs_natural": ratio,
+        "targets": {"ibp": 3.0, "crown-ibp": 8.0},
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
+        "machine": machine_stamp(),
+        "command": "python -m benchmarks.training " + " ".join(argv or []),
+    }
+    rows = [[m, f"{med[m] / args.batches * 1000:.0f}", f"{ratio[m]:.2f}x",
+             {"ibp": "<= 3x", "crown-ibp": "<= 8x"}.get(m, "")] for m in METHODS]
+    mstamp = payload["machine"]
+    table = (
+        f"# Training speed: {args.model}, batch {B}, MNIST-shaped input\n\n"
+        f"Median over {args.rounds} interleaved rounds of {args.batches} full training steps "
+        f"(forward, loss, backward, Adam step) per method; `python -m benchmarks.training`.\n"
+        f"Machine: {mstamp['cpu']}, {mstamp['torch_threads']} torch threads, torch "
+        f"{mstamp['torch']}, commit {mstamp['commit']}, {mstamp['date']}; 1-min load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine is shared, so "
+        f"absolute times are noisy; the interleaving keeps ratios fair).\n\n"
+        + md_table(["method", "ms / batch", "vs natural", "target"], rows)
+        + "\nSettings: ibp eps 0.1 kappa 0.5; crown-ibp eps 0.1 kappa 0.5 beta 0.5 (both "
+          "margins, as during the ramp); improved-ibp eps 0.05 of 0.1 (warm-up regulariser "
+          "active) with grad-norm clipping.\n")
+    jp, mp = write_results("training_speed", payload, table)
+    print(table)
+    print(f"wrote {jp} and {mp}")
+    return 0
+
+
+def collect(run_dirs, commands_file=None, notes_file=None) -> int:
+    """Summarise training runs (config, best validation epoch, test evaluation)."""
+    import json
+    from pathlib import Path
+
+    runs = []
+    for d in map(Path, run_dirs):
+        config = json.loads((d / "config.json").read_text())
+        rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x]
+        test = json.loads((d / "eval_test.json").read_text())
+        best_epoch = test.get("epoch")
+        best = next((r for r in rows if r["epoch"] == best_epoch), None)
+        runs.append({
+            "run": str(d), "method": config["method"], "model": config["model"],
+            "dataset": config["dataset"], "eps": config["eps"], "epochs": config["epochs"],
+            "train_examples": config["train_examples"], "val_examples": config["val_examples"],
+            "recipe": config.get("recipe"), "val_fraction": config["val_fraction"],
+            "best_epoch": best_epoch,
+            "train_time_s": round(sum(r["time_s"] for r in rows), 1),
+            "val_time_s": round(sum(r["eval_time_s"] for r in rows), 1),
+            "best_val": best, "test": test, "history": rows,
+        })
+    commands = Path(commands_file).read_text().strip() if commands_file else ""
+    notes = Path(notes_file).read_text().strip() if notes_file else ""
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    rows = [[r["method"], r["best_epoch"], pct(r["best_val"]["val_clean_error"]),
+             pct(r["best_val"]["val_certified_error_ibp"]), pct(r["test"]["clean_error"]),
+             pct(r["test"]["pgd_error"]), pct(r["test"]["certified_error_ibp"]),
+             pct(r["test"]["certified_error_crown_ibp"]),
+             f"{pct(r['test']['certified_error_crown'])} (n={r['test']['num_examples_crown']})",
+             f"{r['train_time_s'] / 60:.1f}"] for r in runs]
+    first = runs[0]
+    frac = first["val_fraction"]
+    held_out = round(first["train_examples"] * frac / (1 - frac))
+    table = (
+        f"# Certified training on MNIST (CPU scale)\n\n"
+        f"{first['model']}, eps = {first['eps']:g} (L-inf, pixels in [0, 1]), recipe "
+        f"`{first['recipe']}`: {first['epochs']} epochs on {first['train_examples']} training "
+        f"images; {held_out} more are held out of the training split for validation (the "
+        f"first {first['val_examples']} of them are evaluated after each epoch) and "
+        f"best-epoch selection: the selected epoch is the one with the lowest validation "
+        f"IBP-certified error once eps reached its target, lowest clean error for natural "
+        f"training. Test figures: the full MNIST test set ({first['test']['num_examples']} "
+        f"images), PGD {first['test']['pgd']['steps']} steps x "
+        f"{first['test']['pgd']['restarts']} restart; full CROWN on the first "
+        f"{first['test']['num_examples_crown']} test images only. Errors in %.\n\n"
+        + md_table(["method", "best epoch", "val clean", "val IBP-cert", "test clean",
+                    "test PGD", "test IBP-cert", "test CROWN-IBP-cert", "test CROWN-cert",
+                    "train min"], rows)
+        + "\nTraining time is wall time on a shared 2-core machine (other jobs were running), "
+          "so it is indicative only; see `training_speed.md` for interleaved ratios.\n"
+        + (f"\n{notes}\n" if notes else "")
+        + (f"\nExact commands:\n\n```\n{commands}\n```\n" if commands else ""))
+    payload = {"benchmark": "training", "runs": runs, "machine": machine_stamp(),
+               "commands": commands.splitlines(), "notes": notes}
+    jp, mp = write_results("training", payload, table)
+    print(table)
+    print(f"wrote {jp} and {mp}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Robustness evaluation: clean error, PGD error and certified errors of a classifier.
+
+For each example (x, y) and radius eps (an L-inf ball clipped to the data domain):
+
+* clean error: argmax f(x) != y;
+* PGD error: a projected-gradient attack (Madry et al. 2018) on the margin f_y - max_{j!=y} f_j
+  finds a misclassified point in the ball, or x itself is misclassified;
+* certified error (per bound method): *not* every margin lower bound
+  m_j <= min_{x'} f_y(x') - f_j(x') is > 0. A cleanly misclassified point is never certified
+  (its margin bounds cannot all be positive when they are sound; it is counted either way).
+
+certified error >= PGD error >= clean error holds for sound bounds (a certified point cannot be
+attacked). Full CROWN is costly on large convolutional networks, so it may run on the first
+``crown_limit`` examples only; the report says how many examples each figure used.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterable, Sequence
+
+import torch
+
+from ..attack import pgd_margin_attack
+from ..bounded import METHODS as BOUND_METHODS
+from ..bounded import BoundedModule
+from ..errors import InputError
+from ..perturbation import LinfBall
+from ..spec import margin_spec
+
+__all__ = ["evaluate", "dataset_tensors", "count_errors"]
+
+
+def dataset_tensors(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) tensors of a ``TensorDataset``, a ``Subset`` of one, a pair of tensors
+    or any indexable data set of (image, label) pairs; the first ``limit`` examples."""
+    from torch.utils.data import Subset, TensorDataset
+
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 2 and torch.is_tensor(dataset[0]):
+        X, Y = dataset
+    elif isinstance(dataset, TensorDataset):
+        X, Y = dataset.tensors[:2]
+    elif isinstance(dataset, Subset) and isinstance(dataset.dataset, TensorDataset):
+        idx = torch.as_tensor(list(dataset.indices), dtype=torch.long)
+        X, Y = dataset.dataset.tensors[0][idx], dataset.dataset.tensors[1][idx]
+    else:
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        items = [dataset[i] for i in range(n)]
+        X = torch.stack([torch.as_tensor(a) for a, _ in items])
+        Y = torch.as_tensor([int(b) for _, b in items], dtype=torch.long)
+    if limit is not None:
+        X, Y = X[:limit], Y[:limit]
+    return X, Y.long()
+
+
+@torch.no_grad()
+def count_errors(bm: BoundedModule, x: torch.Tensor, y: torch.Tensor, eps: float,
+                 methods: Iterable[str], *, pgd_steps: int = 20, pgd_restarts: int = 1,
+                 domain: Sequence[float] = (0.0, 1.0), crown_mask: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> dict[str, int]:
+    """Error counts of one batch: ``clean``, ``pgd`` (if ``pgd_steps`` > 0) and, per bound
+    method, ``certified_<method>`` (errors = not certified). ``crown_mask`` (bool ``(B,)``)
+    restricts method ``"crown"`` to some examples; its count is then over those only."""
+    logits = bm(x)
+    wrong = logits.argmax(1) != y
+    out = {"clean": int(wrong.sum())}
+    ptb = LinfBall(float(eps), lower=domain[0], upper=domain[1])
+    if pgd_steps > 0:
+        lo, hi = ptb.box(x)
+        if eps == 0:
+            out["pgd"] = out["clean"]
+        else:
+            attacked = pgd_margin_attack(bm, x, y, lo, hi, steps=pgd_steps,
+                                         restarts=pgd_restarts, generator=generator)
+            out["pgd"] = int((attacked | wrong).sum())
+    K = logits.shape[1]
+    for method in methods:
+        xs, ys, wr = x, y, wrong
+        if method == "crown" and crown_mask is not None:
+            xs, ys, wr = x[crown_mask], y[crown_mask], wrong[crown_mask]
+            if len(xs) == 0:
+                out[f"certified_{method}"] = 0
+                continue
+        lb, _ = bm.compute_bounds(xs, ptb, method=method, C=margin_spec(ys, K, dtype=xs.dtype),
+                                  bound_upper=False)
+        certified = (lb > 0).all(dim=1) & ~wr
+        out[f"certified_{method}"] = int((~certified).sum())
+    return out
+
+
+def _key(method: str) -> str:
+    return "certified_error_" + method.replace("-", "_")
+
+
+def evaluate(model, dataset, eps: float, methods: Sequence[str] = BOUND_METHODS, *,
+             batch_size: int = 256, limit: int | None = None, pgd_steps: int = 20,
+             pgd_restarts: int = 1, crown_limit: int | None = 50,
+             domain: Sequence[float] = (0.0, 1.0), device: str | torch.device = "cpu",
+             seed: int = 0, progress: bool = True) -> dict:
+    """Clean, PGD and certified errors of ``model`` on ``dataset`` at radius ``eps``.
+
+    Args:
+        model: an ``nn.Module`` (traced here) or a :class:`~boundgraph.BoundedModule`. It is
+            put in eval mode (BatchNorm with running statistics).
+        dataset: ``TensorDataset`` (or Subset of one, or ``(images, labels)``), images in
+            ``domain``.
+        eps: L-inf radius (>= 0).
+        methods: bound methods among ``"ibp"``, ``"crown-ibp"``, ``"crown"``.
+        limit: evaluate the first ``limit`` examples only.
+        pgd_steps, pgd_restarts: the attack (``pgd_steps = 0`` skips it; ``pgd_error`` is then
+            None).
+        crown_limit: full CROWN on the first ``crown_limit`` examples only (None: all).
+        seed: random restarts of the attack.
+        progress: show a tqdm progress bar (on stderr).
+
+    Returns:
+        A JSON-ready dict: ``eps``, ``num_examples``, ``clean_error``, ``pgd_error``,
+        ``certified_error_ibp``, ``certified_error_crown_ibp``, ``certified_error_crown``
+        (fractions in [0, 1]; None for a method not run), ``num_examples_crown``, ``pgd``
+        settings and ``time_s``.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
+    methods = list(dict.fromkeys(methods))
+    for m in methods:
+        if m not in BOUND_METHODS:
+            raise InputError(f"unknown bound method {m!r}; choose among "
+                             f"{', '.join(BOUND_METHODS)}")
+    if crown_limit is not None and crown_limit < 0:
+        raise InputError(f"crown_limit must be >= 0, got {crown_limit}")
+    X, Y = dataset_tensors(dataset, limit)
+    if len(X) == 0:
+        raise InputError("the evaluation set is empty")
+    device = torch.device(device)
+    if isinstance(model, BoundedModule):
+        bm = model
+    else:
+        bm = BoundedModule(model.to(device), X[:2].to(device))
+    bm.to(device)
+    was_training = bm.model.training
+    bm.model.eval()
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    totals: dict[str, int] = {}
+    n = 0
+    n_crown = 0
+    t0 = time.perf_counter()
+    try:
+        bar = tqdm(total=len(X), desc=f"evaluate eps={eps:g}", unit="img", disable=not progress,
+                   leave=False)
+        for start in range(0, len(X), batch_size):
+            xb = X[start:start + batch_size].to(device)
+            yb = Y[start:start + batch_size].to(device)
+            mask = None
+            if "crown" in methods and crown_limit is not None:
+                idx = torch.arange(start, start + len(xb), device=device)
+                mask = idx < crown_limit
+            counts = count_errors(bm, xb, yb, eps, methods, pgd_steps=pgd_steps,
+                                  pgd_restarts=pgd_restarts, domain=domain, crown_mask=mask,
+                                  generator=gen)
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+            n += len(xb)
+            n_crown += len(xb) if mask is None else int(mask.sum())
+            bar.update(len(xb))
+        bar.close()
+    finally:
+        bm.model.train(was_training)
+    report = {
+        "eps": float(eps),
+        "num_examples": n,
+        "clean_error": totals["clean"] / n,
+        "pgd_error": totals["pgd"] / n if "pgd" in totals else None,
+    }
+    for m in BOUND_METHODS:
+        if m not in methods:
+            report[_key(m)] = None
+        elif m == "crown":
+            report[_key(m)] = totals[f"certified_{m}"] / n_crown if n_crown else None
+        else:
+            report[_key(m)] = totals[f"certified_{m}"] / n
+    report["num_examples_crown"] = n_crown if "crown" in methods else 0
+    report["methods"] = methods
+    report["pgd"] = {"steps": pgd_steps, "restarts": pgd_restarts}
+    report["time_s"] = round(time.perf_counter() - t0, 3)
+    return report

@@ -1,0 +1,189 @@
+"""Certified-training losses built on margin lower bounds.
+
+For a classifier f with K outputs, an input x of class y and a perturbation set S(x), let
+m in R^{K-1} be a lower bound of the margins f_y(x') - f_j(x') (j != y) over all x' in S(x),
+as returned by ``bm.compute_bounds(x, ptb, method, C=margin_spec(y, K), bound_upper=False)``.
+
+**Robust cross-entropy** (Wong & Kolter 2018; Gowal et al. 2018; seed eq. 14.4). With
+z = [0, -m] in R^K and class 0 as the target,
+
+    CE(z, 0) = log(1 + sum_j exp(-m_j)) >= log(1 + sum_j exp(-(f_y(x') - f_j(x'))))
+             = CE(f(x'), y)            for every x' in S(x),
+
+because the log-sum-exp is increasing in each argument and -m_j >= f_j(x') - f_y(x'). So the
+robust loss upper-bounds the natural cross-entropy of every point of the set, and equals the
+natural loss at eps = 0 (m is then the exact margin).
+
+**IBP loss** (Gowal et al. 2018, "On the effectiveness of interval bound propagation for
+training verifiably robust models"): kappa * CE(f(x), y) + (1 - kappa) * CE([0, -m_IBP], 0).
+
+**CROWN-IBP** (Zhang et al. 2020, "Towards stable and efficient training of verifiably robust
+neural networks"): the margin bound is the mixture (1 - beta) * m_IBP + beta * m_CROWN-IBP,
+which is a valid lower bound for any beta in [0, 1] (a convex combination of two lower
+bounds); the loss is the IBP loss with that margin. beta = 0 skips the CROWN-IBP backward pass.
+
+**Improved IBP** (Shi et al. 2021, "Fast certified robust training with short warmup"): the
+robust IBP loss alone (kappa = 0), with BatchNorm using the clean batch's statistics inside the
+bounds (automatic in :class:`~boundgraph.BoundedModule` in ``model.train()`` mode) and the
+warm-up regularisers of :mod:`boundgraph.training.regularizers`.
+
+Everything goes through the public API, so it works on any traced model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..perturbation import LinfBall
+from ..spec import margin_spec
+from .regularizers import warmup_regularizer
+
+__all__ = ["METHODS", "robust_ce", "ibp_mix", "margin_bounds", "certified_loss", "LossResult"]
+
+#: training methods understood by :func:`certified_loss` (and the trainer).
+METHODS = ("natural", "ibp", "crown-ibp", "improved-ibp")
+
+
+def robust_ce(margins: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Upper bound of the cross-entropy over the perturbation set: CE([0, -m], class 0).
+
+    Args:
+        margins: margin lower bounds ``m`` of shape ``(B, K-1)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per example, shape ``(B,)``).
+    """
+    if margins.dim() != 2:
+        raise ValueError(f"margins must have shape (B, K-1), got {tuple(margins.shape)}")
+    z = torch.cat([margins.new_zeros(margins.shape[0], 1), -margins], dim=1)  # (B, K)
+    target = torch.zeros(margins.shape[0], dtype=torch.long, device=margins.device)
+    return F.cross_entropy(z, target, reduction=reduction)
+
+
+def ibp_mix(natural: torch.Tensor, robust: torch.Tensor, kappa: float) -> torch.Tensor:
+    """kappa * natural + (1 - kappa) * robust (Gowal et al. 2018); a weight of 0 skips its
+    term, so a NaN-free loss never depends on an unused one."""
+    kappa = float(kappa)
+    if not 0.0 <= kappa <= 1.0:
+        raise ValueError(f"kappa must lie in [0, 1], got {kappa}")
+    if kappa == 1.0:
+        return natural
+    if kappa == 0.0:
+        return robust
+    return kappa * natural + (1.0 - kappa) * robust
+
+
+def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: float = 0.0,
+                  num_classes: int | None = None, lower: float | None = 0.0,
+                  upper: float | None = 1.0, return_intermediate: bool = False):
+    """Margin lower bounds ``(B, K-1)`` over the L-inf ball: (1-beta) m_IBP + beta m_CROWN-IBP.
+
+    ``beta = 0`` is plain IBP (one forward interval pass); ``beta = 1`` only the CROWN-IBP
+    bound (which is itself intersected with IBP's by ``compute_bounds``). With
+    ``return_intermediate`` also returns the IBP intervals of every node (``{name: Interval}``)
+    for the warm-up regularisers.
+    """
+    beta = float(beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    K = num_classes or _num_outputs(bm)
+    C = margin_spec(y, K, dtype=x.dtype)
+    ptb = LinfBall(float(eps), lower=lower, upper=upper)
+    intervals = None
+    m_ibp = m_crown = None
+    if beta < 1.0 or return_intermediate:
+        out = bm.compute_bounds(x, ptb, method="ibp", C=C, bound_upper=False,
+                                return_intermediate=return_intermediate)
+        m_ibp = out[0]
+        if return_intermediate:
+            intervals = out[2]
+    if beta > 0.0:
+        m_crown = bm.compute_bounds(x, ptb, method="crown-ibp", C=C, bound_upper=False)[0]
+    if m_crown is None:
+        m = m_ibp
+    elif beta == 1.0:
+        m = m_crown
+    else:
+        m = (1.0 - beta) * m_ibp + beta * m_crown
+    return (m, intervals) if return_intermediate else m
+
+
+def _num_outputs(bm) -> int:
+    shape = bm.graph.output_shape
+    k = 1
+    for s in shape:
+        k *= s
+    return k
+
+
+@dataclass
+class LossResult:
+    """What one certified-training step computed.
+
+    ``loss`` is the scalar to minimise; ``natural`` and ``robust`` the per-example losses
+    (``(B,)``; ``robust`` is None for natural training); ``margins`` the margin lower bounds
+    ``(B, K-1)`` (None for natural training); ``logits`` the clean outputs; ``reg`` the warm-up
+    regulariser (0-dim tensor, 0 outside improved IBP's ramp).
+    """
+
+    loss: torch.Tensor
+    natural: torch.Tensor
+    robust: torch.Tensor | None
+    margins: torch.Tensor | None
+    logits: torch.Tensor
+    reg: torch.Tensor
+
+
+def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: float,
+                   kappa: float = 0.0, beta: float = 0.0, eps_max: float | None = None,
+                   reg_lambda: float = 0.5, reg_tol: float = 0.5,
+                   lower: float | None = 0.0, upper: float | None = 1.0,
+                   logits: torch.Tensor | None = None) -> LossResult:
+    """The training loss of one batch for ``method`` (see :data:`METHODS`).
+
+    * ``"natural"``: CE(f(x), y).
+    * ``"ibp"``: kappa CE(f(x), y) + (1 - kappa) CE([0, -m_IBP], 0).
+    * ``"crown-ibp"``: the same with m = (1 - beta) m_IBP + beta m_CROWN-IBP.
+    * ``"improved-ibp"``: CE([0, -m_IBP], 0) mixed with kappa like IBP (its recipes use
+      kappa = 0) plus, while 0 < eps < eps_max, the warm-up regulariser
+      reg_lambda (1 - eps / eps_max) (L_tightness + L_relu) of Shi et al. 2021.
+
+    ``logits`` may be passed when the caller already ran the clean forward pass (e.g. through a
+    ``DistributedDataParallel`` wrapper); otherwise ``bm(x)`` is used. At ``eps = 0`` the bound
+    computation is skipped: the margins are then exact and the robust loss equals the natural
+    one. The per-example losses average to ``loss`` (before the regulariser), so losses of data
+    shards can be combined by weighting with shard sizes.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown training method {method!r}; choose one of "
+                         f"{', '.join(METHODS)}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if logits is None:
+        logits = bm(x)
+    natural = F.cross_entropy(logits, y, reduction="none")
+    zero = logits.new_zeros(())
+    if method == "natural":
+        return LossResult(natural.mean(), natural.detach(), None, None, logits, zero)
+
+    K = logits.shape[1]
+    want_reg = (method == "improved-ibp" and reg_lambda > 0 and eps > 0
+                and eps_max is not None and eps < eps_max)
+    intervals = None
+    if eps == 0:
+        C = margin_spec(y, K, dtype=logits.dtype)
+        margins = torch.einsum("bsk,bk->bs", C, logits)
+    else:
+        out = margin_bounds(bm, x, y, eps, beta=beta if method == "crown-ibp" else 0.0,
+                            num_classes=K, lower=lower, upper=upper,
+                            return_intermediate=want_reg)
+        margins, intervals = out if want_reg else (out, None)
+    robust = robust_ce(margins, reduction="none")
+    loss = ibp_mix(natural.mean(), robust.mean(), kappa)
+    reg = zero
+    if want_reg:
+        weight = reg_lambda * (1.0 - eps / eps_max)
+        reg = weight * warmup_regularizer(bm.graph, intervals, tol=reg_tol)
+        loss = loss + reg
+    return LossResult(loss, natural.detach(), robust.detach(), margins.detach(), logits,
+                      reg.detach())

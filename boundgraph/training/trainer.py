@@ -1,0 +1,542 @@
+"""The certified-training loop: :func:`fit`.
+
+One loop serves natural training, IBP (Gowal et al. 2018), CROWN-IBP (Zhang et al. 2020) and
+improved IBP (Shi et al. 2021); the method only changes the loss
+(:func:`~boundgraph.training.losses.certified_loss`) and a few defaults
+(:data:`~boundgraph.training.config.METHOD_DEFAULTS`). Per batch: the schedules give eps,
+kappa, beta and the learning rate for the global step; the clean forward pass gives the logits
+(and, in ``train()`` mode, the BatchNorm batch statistics that the bounds reuse); the loss is
+backpropagated, gradients are clipped if asked, and the optimiser steps.
+
+Per epoch, on the validation split (a seeded part of the training split, never the test
+set): clean error, IBP-certified error and PGD error at the target eps; with the training loss,
+eps, learning rate and times they form one metric row, appended to ``metrics.csv`` and
+``metrics.jsonl`` and plotted to ``metrics.png`` (when matplotlib is installed). Then
+``last.pt`` is written (atomically) and, if the selection metric improved, ``best.pt``.
+
+Reproducibility: the data order of epoch e depends only on (seed, e) (a
+``DistributedSampler`` reseeded per epoch), the attack's restarts on (seed, e), and a
+checkpoint holds model, optimiser, RNG states, epoch and global step; so a run killed and
+resumed from ``last.pt`` ends in the same state as an uninterrupted one.
+
+Multi-process: under ``torchrun`` (or any initialised ``torch.distributed`` process group) the
+model is wrapped in ``DistributedDataParallel`` (gloo on CPU, nccl on GPU), each process takes
+``batch_size / world_size`` examples of every global batch, gradients are averaged, and the
+metrics are summed over processes before rank 0 writes files. BatchNorm statistics are per
+process (as in plain DDP without SyncBatchNorm).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+from ..bounded import BoundedModule
+from ..errors import BoundGraphError, InputError
+from .checkpoint import (FORMAT, VERSION, read_checkpoint, rng_state, save_atomic,
+                         set_rng_state, write_text_atomic)
+from .config import TrainConfig, build_model, resolve_config
+from .evaluate import count_errors, dataset_tensors
+from .init import ibp_init
+from .losses import certified_loss
+
+__all__ = ["fit", "FitResult", "METRIC_COLUMNS", "init_distributed", "plot_history",
+           "resolve_device"]
+
+#: columns of ``metrics.csv`` (and keys of each ``metrics.jsonl`` row).
+METRIC_COLUMNS = (
+    "epoch", "step", "eps", "lr", "kappa", "beta", "loss", "reg", "train_clean_error",
+    "train_certified_error", "val_clean_error", "val_certified_error_ibp", "val_pgd_error",
+    "val_eps", "val_examples", "time_s", "eval_time_s",
+)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the per-epoch metric rows, the best row, the trained model
+    (its last state), the bounded module, the resolved config and the output folder."""
+
+    history: list
+    best: dict | None
+    model: torch.nn.Module
+    bounded: BoundedModule
+    config: TrainConfig
+    out_dir: Path | None
+
+
+class _Sized:
+    """A stand-in data set of a given length for :class:`DistributedSampler`."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None: the local GPU if there is one (``cuda:LOCAL_RANK`` under torchrun),
+    else CPU."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"bad device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    Uses nccl for CUDA devices and gloo otherwise. Returns ``(rank, world_size)``;
+    ``(0, 1)`` when not launched by torchrun.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+    if device is not None and device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float], device, world: int) -> list[float]:
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2 ** 63)
+
+
+# ------------------------------------------------------------------------------- logging
+def _write_logs(out: Path, history: list) -> None:
+    """(Re)write ``metrics.csv`` and ``metrics.jsonl`` from the rows."""
+    lines = [json.dumps(r) for r in history]
+    write_text_atomic(out / "metrics.jsonl", "".join(line + "\n" for line in lines))
+    tmp = out / ".metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in history:
+            w.writerow(r)
+    os.replace(tmp, out / "metrics.csv")
+
+
+def _append_logs(out: Path, row: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    new = not (out / "metrics.csv").exists()
+    with open(out / "metrics.csv", "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def plot_history(history: list, path: str | os.PathLike, title: str = "") -> bool:
+    """Plot validation errors, loss and eps per epoch to a PNG. Returns False (and writes
+    nothing) when matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    ep = [r["epoch"] for r in history]
+    fig = Figure(figsize=(11, 3.4))
+    FigureCanvasAgg(fig)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    for key, label in (("val_clean_error", "clean"), ("val_pgd_error", "PGD"),
+                       ("val_certified_error_ibp", "IBP-certified")):
+        ys = [r.get(key) for r in history]
+        if any(y is not None for y in ys):
+            ax1.plot(ep, [math.nan if y is None else 100 * y for y in ys], marker="o",
+                     label=label)
+    ax1.set(xlabel="epoch", ylabel="validation error (%)", ylim=(0, 100))
+    ax1.legend()
+    ax2.plot(ep, [r["loss"] for r in history], marker="o")
+    ax2.set(xlabel="epoch", ylabel="training loss")
+    ax3.plot(ep, [r["eps"] for r in history], marker="o")
+    ax3.set(xlabel="epoch", ylabel="training eps (end of epoch)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)
+    return True
+
+
+# ------------------------------------------------------------------------------- selection
+def _selection_key(cfg: TrainConfig, row: dict, eps_max: float) -> tuple:
+    metric = cfg.select_metric
+    if metric == "auto":
+        metric = "val_clean_error" if cfg.method == "natural" else "val_certified_error_ibp"
+    if metric not in row:
+        raise InputError(f"select_metric {cfg.select_metric!r} is not a metric; choose among "
+                         f"{', '.join(c for c in METRIC_COLUMNS if c.startswith('val_'))}")
+    ramped = cfg.method == "natural" or row["eps"] >= eps_max
+    value = row[metric]
+    return (0 if ramped else 1, math.inf if value is None else value, row["val_clean_error"])
+
+
+# ------------------------------------------------------------------------------------- fit
+def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *,
+        val_data=None, out_dir: str | os.PathLike | None = None, resume: bool = False,
+        overwrite: bool = False, device: str | torch.device | None = "cpu",
+        progress: bool = True, callbacks: Iterable[Callable[[dict], None]] = (),
+        **overrides) -> FitResult:
+    """Train ``model`` with certified training; see the module docstring for the loop.
+
+    Args:
+        model: an ``nn.Module``, or None / a zoo name to build ``config.model`` (after seeding,
+            so the initialisation depends on ``seed`` only).
+        train_data: the training split (``TensorDataset``, Subset of one, or
+            ``(images, labels)``); images in ``config.domain``. Required.
+        config: a :class:`TrainConfig`, a dict of its fields, or None; ``overrides`` (any
+            TrainConfig field, e.g. ``method="crown-ibp", eps=0.1, epochs=5``) are applied on
+            top, method defaults first (see :func:`~boundgraph.training.config.resolve_config`).
+        val_data: validation split; by default ``config.val_fraction`` of ``train_data``
+            (seeded) is held out.
+        out_dir: folder for ``last.pt``, ``best.pt``, ``metrics.csv``, ``metrics.jsonl``,
+            ``metrics.png`` and ``config.json``; None writes nothing (and ``resume`` is
+            impossible).
+        resume: continue from ``out_dir/last.pt`` (its config wins; ``epochs`` may be raised).
+            Without a checkpoint there the run starts fresh.
+        overwrite: allow starting a fresh run in a folder that already holds one.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        progress: tqdm bar per epoch and a summary line per epoch (rank 0 only).
+        callbacks: functions called with each epoch's metric row after its checkpoint is
+            written (raising in one stops the run as a kill would).
+
+    Returns:
+        :class:`FitResult`.
+    """
+    from tqdm.auto import tqdm
+
+    if train_data is None:
+        raise InputError("fit needs train_data")
+    cfg = _make_config(config, model, overrides)
+    rank, world = _dist()
+    is_main = rank == 0
+    device = resolve_device(device)
+    out = Path(out_dir) if out_dir is not None else None
+
+    ckpt = None
+    if out is not None:
+        last = out / "last.pt"
+        if resume and last.exists():
+            ckpt = read_checkpoint(last, map_location=device)
+            saved = TrainConfig.from_dict(ckpt["config"])
+            epochs = max(saved.epochs, int(overrides.get("epochs") or saved.epochs))
+            cfg = replace(saved, epochs=epochs)
+        elif resume and progress and is_main:
+            print(f"boundgraph train: no checkpoint in {out}; starting a fresh run",
+                  file=sys.stderr)
+        elif last.exists() and not overwrite:
+            raise InputError(f"{out} already holds a training run (last.pt); pass resume to "
+                             f"continue it, overwrite to replace it, or choose another folder")
+    elif resume:
+        raise InputError("resume needs out_dir (the folder holding last.pt)")
+    if cfg.batch_size % world:
+        raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {world} "
+                         f"processes")
+
+    # ---- data, model, graph -----------------------------------------------------------
+    _seed_all(cfg.seed)
+    X, Y = dataset_tensors(train_data, cfg.limit)
+    if val_data is None:
+        from torch.utils.data import TensorDataset
+
+        from ..data import validation_split
+
+        try:
+            tr, va = validation_split(TensorDataset(X, Y), cfg.val_fraction, cfg.seed)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        tr_idx = torch.as_tensor(tr.indices, dtype=torch.long)
+        va_idx = torch.as_tensor(va.indices, dtype=torch.long)
+        Xv, Yv = X[va_idx], Y[va_idx]
+        X, Y = X[tr_idx], Y[tr_idx]
+    else:
+        Xv, Yv = dataset_tensors(val_data)
+    if cfg.val_limit is not None:
+        Xv, Yv = Xv[:cfg.val_limit], Yv[:cfg.val_limit]
+    if len(X) == 0 or len(Xv) == 0:
+        raise InputError("the training or validation split is empty")
+    lo, hi = cfg.domain
+    if float(X.min()) < lo - 1e-6 or float(X.max()) > hi + 1e-6:
+        raise InputError(f"training images must lie in the domain [{lo}, {hi}]")
+
+    model_name = cfg.model  # None for a model built by the caller outside the zoo
+    if model is None or isinstance(model, str):
+        model = build_model(cfg)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    bm = BoundedModule(model, X[:2].to(device))
+    model.train(was_training)
+    if ckpt is None and cfg.ibp_init:
+        ibp_init(bm, generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, -1)))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+    local_batch = cfg.batch_size // world
+    sampler = DistributedSampler(_Sized(len(X)), num_replicas=world, rank=rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=False)
+    steps_per_epoch = math.ceil(sampler.num_samples / local_batch)
+    sched = cfg.schedules(steps_per_epoch)
+    eps_max = sched.eps.eps_max
+    val_eps = cfg.target_eval_eps
+
+    history: list = []
+    best = None
+    start_epoch, global_step = 0, 0
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model_state"])
+            opt.load_state_dict(ckpt["optimizer_state"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise BoundGraphError(f"{out / 'last.pt'} does not fit this model: "
+                                  f"{str(e).splitlines()[0][:200]}") from None
+        start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        history = list(ckpt.get("history", []))
+        best = ckpt.get("best")
+        set_rng_state(ckpt["rng"])
+
+    if out is not None and is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.json", json.dumps(
+            {**cfg.to_dict(), "steps_per_epoch": steps_per_epoch, "train_examples": len(X),
+             "val_examples": len(Xv), "world_size": world}, indent=2) + "\n")
+        if ckpt is None:  # a fresh run (possibly over an old one, with overwrite)
+            for name in ("last.pt", "best.pt", "metrics.png"):
+                if (out / name).exists():
+                    (out / name).unlink()
+        _write_logs(out, history)
+    plot_note_shown = False
+
+    ddp = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                      else None)
+    forward = ddp if ddp is not None else model
+    callbacks = list(callbacks)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        # ---- train one epoch --------------------------------------------------------
+        sampler.set_epoch(epoch)
+        order = torch.as_tensor(list(iter(sampler)), dtype=torch.long)
+        model.train()
+        sums = [0.0] * 6  # loss*n, n, clean wrong, certified wrong, reg*n, batches
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (progress and is_main), leave=False, file=sys.stderr)
+        t0 = time.perf_counter()
+        s = sched(global_step)
+        for b in range(steps_per_epoch):
+            idx = order[b * local_batch:(b + 1) * local_batch]
+            xb = X[idx].to(device, non_blocking=True)
+            yb = Y[idx].to(device, non_blocking=True)
+            s = sched(global_step)
+            for g in opt.param_groups:
+                g["lr"] = s["lr"]
+            logits = forward(xb)
+            res = certified_loss(bm, xb, yb, method=cfg.method, eps=s["eps"],
+                                 kappa=s["kappa"], beta=s["beta"], eps_max=eps_max,
+                                 reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
+                                 upper=hi, logits=logits)
+            opt.zero_grad(set_to_none=True)
+            res.loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            global_step += 1
+            loss_v = float(res.loss.detach())
+            if not math.isfinite(loss_v):
+                raise BoundGraphError(f"training diverged: the loss is {loss_v} at epoch "
+                                      f"{epoch + 1}, step {global_step} (eps {s['eps']:.4g}); "
+                                      f"try a smaller lr or a longer eps ramp")
+            n = len(yb)
+            wrong = logits.detach().argmax(1) != yb
+            cert_wrong = wrong.clone() if res.margins is None else \
+                ~((res.margins > 0).all(1) & ~wrong)
+            sums[0] += loss_v * n
+            sums[1] += n
+            sums[2] += int(wrong.sum())
+            sums[3] += int(cert_wrong.sum()) if res.margins is not None else n
+            sums[4] += float(res.reg) * n
+            sums[5] += 1
+            bar.set_postfix(loss=f"{loss_v:.4f}", eps=f"{s['eps']:.4f}", refresh=False)
+            bar.update(1)
+        bar.close()
+        train_time = time.perf_counter() - t0
+        sums = _all_sum(sums, device, world)
+
+        # ---- validate ---------------------------------------------------------------
+        t1 = time.perf_counter()
+        counts = _validate(bm, Xv[rank::world], Yv[rank::world], val_eps, cfg, device,
+                           epoch, local_batch)
+        counts = _all_sum(counts, device, world)
+        eval_time = time.perf_counter() - t1
+        nv = counts[0]
+        row = {
+            "epoch": epoch + 1,
+            "step": global_step,
+            "eps": s["eps"],
+            "lr": s["lr"],
+            "kappa": s["kappa"],
+            "beta": s["beta"] if cfg.method == "crown-ibp" else None,
+            "loss": sums[0] / sums[1],
+            "reg": sums[4] / sums[1],
+            "train_clean_error": sums[2] / sums[1],
+            "train_certified_error": (sums[3] / sums[1]) if cfg.method != "natural" else None,
+            "val_clean_error": counts[1] / nv,
+            "val_certified_error_ibp": counts[2] / nv,
+            "val_pgd_error": (counts[3] / nv) if cfg.pgd_steps > 0 else None,
+            "val_eps": val_eps,
+            "val_examples": int(nv),
+            "time_s": round(train_time, 3),
+            "eval_time_s": round(eval_time, 3),
+        }
+        history.append(row)
+        improved = best is None or _selection_key(cfg, row, eps_max) < \
+            _selection_key(cfg, best, eps_max)
+        if improved:
+            best = dict(row)
+
+        # ---- write --------------------------------------------------------------------
+        if out is not None and is_main:
+            state = {
+                "format": FORMAT, "version": VERSION,
+                "model_state": model.state_dict(),
+                "optimizer_state": opt.state_dict(),
+                "schedules": _schedules_record(sched),
+                "rng": rng_state(),
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "config": cfg.to_dict(),
+                "model_name": model_name,
+                "model_kwargs": dict(cfg.model_kwargs),
+                "history": history,
+                "best": best,
+            }
+            save_atomic(state, out / "last.pt")
+            if improved:
+                save_atomic(state, out / "best.pt")
+            _append_logs(out, row)
+            if not plot_history(history, out / "metrics.png",
+                                title=f"{cfg.model or type(model).__name__} {cfg.method} "
+                                      f"eps={cfg.eps:g}") and not plot_note_shown:
+                print("boundgraph train: matplotlib is not installed; skipping metrics.png "
+                      "(pip install 'boundgraph[plot]')", file=sys.stderr)
+                plot_note_shown = True
+        if progress and is_main:
+            pgd = "-" if row["val_pgd_error"] is None else f"{100 * row['val_pgd_error']:.2f}%"
+            print(f"epoch {epoch + 1}/{cfg.epochs}  eps {row['eps']:.4f}  loss {row['loss']:.4f}"
+                  f"  val clean {100 * row['val_clean_error']:.2f}%  PGD {pgd}  IBP-cert "
+                  f"{100 * row['val_certified_error_ibp']:.2f}% (eps {val_eps:g})  "
+                  f"{train_time:.1f}s+{eval_time:.1f}s" + ("  *best" if improved else ""),
+                  file=sys.stderr, flush=True)
+        if world > 1:
+            dist.barrier()
+        for cb in callbacks:
+            cb(row)
+
+    model.eval()
+    return FitResult(history=history, best=best, model=model, bounded=bm, config=cfg,
+                     out_dir=out)
+
+
+def _make_config(config, model, overrides) -> TrainConfig:
+    overrides = dict(overrides)
+    if isinstance(model, str):
+        overrides.setdefault("model", model)
+    if isinstance(config, TrainConfig):
+        if not overrides:
+            config.validate()
+            return config
+        base = config.to_dict()
+        method = overrides.pop("method", None) or base["method"]
+        if method != base["method"]:
+            return resolve_config(method, base.get("recipe"), {**base, **overrides,
+                                                               "method": method})
+        return TrainConfig.from_dict({**base, **overrides})
+    base = dict(config or {})
+    recipe = overrides.pop("recipe", None) or base.pop("recipe", None)
+    method = overrides.pop("method", None) or base.pop("method", None)
+    return resolve_config(method, recipe, {**base, **overrides})
+
+
+def _schedules_record(sched) -> dict:
+    import dataclasses
+
+    out = {}
+    for name in ("eps", "kappa", "beta", "lr"):
+        v = getattr(sched, name)
+        if v is not None:
+            d = dataclasses.asdict(v)
+            d = {k: (list(x) if isinstance(x, tuple) else x) for k, x in d.items()}
+            out[name] = {"type": type(v).__name__, **d}
+    return out
+
+
+@torch.no_grad()
+def _validate(bm, Xv, Yv, eps, cfg: TrainConfig, device, epoch: int, batch: int) -> list:
+    """[n, clean wrong, IBP-certified wrong, PGD wrong] on this process's validation shard."""
+    was = bm.model.training
+    bm.model.eval()
+    gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch))
+    totals = [0.0, 0.0, 0.0, 0.0]
+    try:
+        for start in range(0, len(Xv), batch):
+            xb = Xv[start:start + batch].to(device)
+            yb = Yv[start:start + batch].to(device)
+            c = count_errors(bm, xb, yb, eps, ["ibp"], pgd_steps=cfg.pgd_steps,
+                             pgd_restarts=cfg.pgd_restarts, domain=cfg.domain, generator=gen)
+            totals[0] += len(xb)
+            totals[1] += c["clean"]
+            totals[2] += c["certified_ibp"]
+            totals[3] += c.get("pgd", 0)
+    finally:
+        bm.model.train(was)
+    return totals

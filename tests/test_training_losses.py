@@ -1,0 +1,208 @@
+"""Certified-training losses and the warm-up regularisers."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import boundgraph as bg
+from boundgraph.training.losses import (certified_loss, ibp_mix, margin_bounds, robust_ce)
+from boundgraph.training.regularizers import (preactivation_nodes, relu_balance_loss,
+                                              tightness_loss, warmup_regularizer)
+from boundgraph.ops.base import Interval
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                         nn.Linear(16, 4))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+
+
+def _worst_ce(model, x, y, eps, n_samples=64, pgd_steps=20):
+    """Largest CE found in the clipped ball: uniform samples, corners and PGD ascent."""
+    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    worst = F.cross_entropy(model(x), y, reduction="none")
+    with torch.no_grad():
+        for i in range(n_samples):
+            u = torch.rand_like(x)
+            if i % 2:
+                u = (u > 0.5).to(x.dtype)  # corners
+            worst = torch.maximum(worst, F.cross_entropy(model(lo + u * (hi - lo)), y,
+                                                         reduction="none"))
+    z = x.clone()
+    for _ in range(pgd_steps):
+        z = z.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(z), y, reduction="none")
+        g, = torch.autograd.grad(loss.sum(), z)
+        with torch.no_grad():
+            worst = torch.maximum(worst, loss.detach())
+            z = torch.clamp(z + (hi - lo) / 8 * g.sign(), min=lo, max=hi)
+    with torch.no_grad():
+        worst = torch.maximum(worst, F.cross_entropy(model(z), y, reduction="none"))
+    return worst
+
+
+@pytest.mark.parametrize("make,shape,beta", [(_mlp, (6,), 0.0), (_mlp, (6,), 0.5),
+                                              (_mlp, (6,), 1.0), (_cnn, (1, 8, 8), 0.0),
+                                              (_cnn, (1, 8, 8), 1.0)])
+def test_robust_loss_upper_bounds_every_point_in_the_ball(make, shape, beta):
+    model = make().eval()
+    x = torch.rand(12, *shape)
+    y = torch.randint(0, model[-1].out_features, (12,))
+    bm = bg.BoundedModule(model, x)
+    eps = 0.08
+    m = margin_bounds(bm, x, y, eps, beta=beta)
+    assert m.shape == (12, model[-1].out_features - 1)
+    bound = robust_ce(m, reduction="none")
+    worst = _worst_ce(model, x, y, eps)
+    assert (bound >= worst - 1e-5).all(), (bound - worst).min()
+
+
+def test_robust_loss_equals_cross_entropy_at_eps_zero():
+    model = _mlp().eval()
+    x, y = torch.rand(9, 6), torch.randint(0, 4, (9,))
+    bm = bg.BoundedModule(model, x)
+    m = margin_bounds(bm, x, y, 0.0)
+    torch.testing.assert_close(robust_ce(m), F.cross_entropy(model(x), y), rtol=1e-5,
+                               atol=1e-6)
+    res = certified_loss(bm, x, y, method="ibp", eps=0.0, kappa=0.0)
+    torch.testing.assert_close(res.loss, F.cross_entropy(model(x), y), rtol=1e-5, atol=1e-6)
+
+
+def test_ibp_mix_weights_and_checks():
+    a, b = torch.tensor(2.0), torch.tensor(4.0)
+    assert ibp_mix(a, b, 1.0) is a and ibp_mix(a, b, 0.0) is b
+    assert float(ibp_mix(a, b, 0.25)) == pytest.approx(0.25 * 2 + 0.75 * 4)
+    with pytest.raises(ValueError):
+        ibp_mix(a, b, 1.5)
+    with pytest.raises(ValueError):
+        robust_ce(torch.zeros(3))
+
+
+def test_crown_ibp_margin_is_the_beta_mixture_and_skipped_at_beta_zero(monkeypatch):
+    model = _mlp().eval()
+    x, y = torch.rand(5, 6), torch.randint(0, 4, (5,))
+    bm = bg.BoundedModule(model, x)
+    C = bg.margin_spec(y, 4)
+    ptb = bg.LinfBall(0.05, lower=0, upper=1)
+    m_ibp = bm.compute_bounds(x, ptb, method="ibp", C=C, bound_upper=False)[0]
+    m_cibp = bm.compute_bounds(x, ptb, method="crown-ibp", C=C, bound_upper=False)[0]
+    mixed = margin_bounds(bm, x, y, 0.05, beta=0.3)
+    torch.testing.assert_close(mixed, 0.7 * m_ibp + 0.3 * m_cibp)
+    calls = []
+    original = bm.compute_bounds
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("method"))
+        assert kwargs.get("bound_upper") is False
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bm, "compute_bounds", spy)
+    certified_loss(bm, x, y, method="crown-ibp", eps=0.05, kappa=0.5, beta=0.0)
+    assert calls == ["ibp"]
+    calls.clear()
+    certified_loss(bm, x, y, method="crown-ibp", eps=0.05, kappa=0.5, beta=1.0)
+    assert calls == ["crown-ibp"]
+
+
+@pytest.mark.parametrize("method", ["natural", "ibp", "crown-ibp", "improved-ibp"])
+def test_losses_are_differentiable_in_the_parameters(method):
+    model = _cnn().train()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 5, (8,))
+    bm = bg.BoundedModule(model, x)
+    res = certified_loss(bm, x, y, method=method, eps=0.05, kappa=0.5, beta=0.5, eps_max=0.1)
+    res.loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    if method == "improved-ibp":
+        assert float(res.reg) >= 0.0
+
+
+def test_certified_loss_rejects_bad_input():
+    model = _mlp()
+    x, y = torch.rand(2, 6), torch.tensor([0, 1])
+    bm = bg.BoundedModule(model, x)
+    with pytest.raises(ValueError, match="unknown training method"):
+        certified_loss(bm, x, y, method="pgd", eps=0.1)
+    with pytest.raises(ValueError, match="eps"):
+        certified_loss(bm, x, y, method="ibp", eps=-0.1)
+
+
+# ------------------------------------------------------------------------------- intervals
+def test_interval_bounds_expose_every_node_and_match_compute_bounds():
+    model = _cnn().eval()
+    x = torch.rand(3, 1, 8, 8)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.1, lower=0, upper=1)
+    iv = bm.interval_bounds(x, ptb)
+    g = bm.graph
+    assert set(g.batched_order) <= set(iv)
+    lo, hi = ptb.box(x)
+    torch.testing.assert_close(iv[g.input].lower, lo)
+    lb, ub = bm.compute_bounds(x, ptb, method="ibp")
+    torch.testing.assert_close(iv[g.output].lower, lb)
+    torch.testing.assert_close(iv[g.output].upper, ub)
+    lb2, _, iv2 = bm.compute_bounds(x, ptb, method="ibp", C=bg.margin_spec(
+        torch.zeros(3, dtype=torch.long), 5), bound_upper=False, return_intermediate=True)
+    for name in preactivation_nodes(g):
+        torch.testing.assert_close(iv2[name].lower, iv[name].lower)
+
+
+def test_preactivation_nodes_are_the_relu_inputs():
+    import models
+
+    net = models.get_model("cnn7", width=4, linear_size=8)
+    bm = bg.BoundedModule(net, torch.rand(2, 1, 28, 28))
+    pre = preactivation_nodes(bm.graph)
+    assert len(pre) == 6
+    assert all(bm.graph.nodes[n].op.kind == "batchnorm" for n in pre)
+
+
+# ------------------------------------------------------------------------------ regularisers
+def _iv(center, radius):
+    return Interval(center - radius, center + radius)
+
+
+def test_tightness_term_is_zero_within_tolerance_and_grows_with_looser_bounds():
+    box = _iv(torch.rand(4, 10), torch.full((4, 10), 0.1))
+    ok = [_iv(torch.randn(4, 20), torch.full((4, 20), 0.19))]  # within 2x the input radius
+    assert float(tightness_loss(box, ok, tol=0.5)) == 0.0
+    loose = [_iv(torch.randn(4, 20), torch.full((4, 20), 1.0))]  # 10x: t = 0.1
+    assert float(tightness_loss(box, loose, tol=0.5)) == pytest.approx((0.5 - 0.1) / 0.5)
+    looser = [_iv(torch.randn(4, 20), torch.full((4, 20), 10.0))]
+    assert float(tightness_loss(box, looser)) > float(tightness_loss(box, loose))
+
+
+def test_relu_balance_term_zero_when_balanced_positive_when_mostly_inactive():
+    c = torch.cat([torch.linspace(0.5, 2.0, 50), -torch.linspace(0.5, 2.0, 50)]).view(2, 50)
+    balanced = [_iv(c, torch.full_like(c, 0.1))]
+    assert float(relu_balance_loss(balanced)) == pytest.approx(0.0, abs=1e-6)
+    skew = torch.cat([torch.linspace(0.5, 0.6, 5), -torch.linspace(0.5, 2.0, 95)]).view(2, 50)
+    unbalanced = [_iv(skew, torch.full_like(skew, 0.1))]
+    assert float(relu_balance_loss(unbalanced)) > 0.5
+    all_unstable = [_iv(torch.zeros(2, 5), torch.ones(2, 5))]
+    assert relu_balance_loss(all_unstable) is None
+
+
+def test_warmup_regularizer_gradient_pushes_bounds_tighter():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 3))
+    x = torch.rand(16, 10)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.05, lower=0, upper=1)
+    iv = bm.interval_bounds(x, ptb)
+    reg = warmup_regularizer(bm.graph, iv)
+    assert reg.item() > 0  # default init: radii grow past 2x the input's
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(30):
+        reg = warmup_regularizer(bm.graph, bm.interval_bounds(x, ptb))
+        opt.zero_grad()
+        reg.backward()
+        opt.step()
+    assert warmup_regularizer(bm.graph, bm.interval_bounds(x, ptb)).item() < \
+        warmup_regularizer(bm.graph, iv).item()
