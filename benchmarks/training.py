@@ -176,7 +176,8 @@ def collect(run_dirs, commands_file=None, notes_file=None) -> int:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}"
 
-    rows = [[r["method"], r["best_epoch"], pct(r["best_val"]["val_clean_error"]),
+    rows = [[f"{r['eps']:g}", r["recipe"], r["epochs"], r["method"], r["best_epoch"],
+             pct(r["best_val"]["val_clean_error"]),
              pct(r["best_val"]["val_certified_error_ibp"]), pct(r["test"]["clean_error"]),
              pct(r["test"]["pgd_error"]), pct(r["test"]["certified_error_ibp"]),
              pct(r["test"]["certified_error_crown_ibp"]),
@@ -187,20 +188,20 @@ def collect(run_dirs, commands_file=None, notes_file=None) -> int:
     held_out = round(first["train_examples"] * frac / (1 - frac))
     table = (
         f"# Certified training on MNIST (CPU scale)\n\n"
-        f"{first['model']}, eps = {first['eps']:g} (L-inf, pixels in [0, 1]), recipe "
-        f"`{first['recipe']}`: {first['epochs']} epochs on {first['train_examples']} training "
-        f"images; {held_out} more are held out of the training split for validation (the "
-        f"first {first['val_examples']} of them are evaluated after each epoch) and "
-        f"best-epoch selection: the selected epoch is the one with the lowest validation "
+        f"{first['model']} on MNIST, L-inf eps in pixel units ([0, 1]); each run trains on "
+        f"{first['train_examples']} training images with the recipe named in its row; "
+        f"{held_out} more are held out of the training split for validation (the first "
+        f"{first['val_examples']} of them are evaluated after each epoch) and best-epoch "
+        f"selection: the selected epoch is the one with the lowest validation "
         f"IBP-certified error once eps reached its target, lowest clean error for natural "
         f"training. Test figures: the full MNIST test set ({first['test']['num_examples']} "
         f"images), PGD {first['test']['pgd']['steps']} steps x "
         f"{first['test']['pgd']['restarts']} restart; full CROWN on the first "
         f"{first['test']['num_examples_crown']} test images only. Errors in %.\n\n"
-        + md_table(["method", "best epoch", "val clean", "val IBP-cert", "test clean",
+        + md_table(["eps", "recipe", "epochs", "method", "best epoch", "val clean", "val IBP-cert", "test clean",
                     "test PGD", "test IBP-cert", "test CROWN-IBP-cert", "test CROWN-cert",
                     "train min"], rows)
-        + "\nTraining time is wall time on a shared 2-core machine (other jobs were running), "
+        + "\nTraining time is wall time on a 2-core machine, at times shared with other jobs, "
           "so it is indicative only; see `training_speed.md` for interleaved ratios.\n"
         + (f"\n{notes}\n" if notes else "")
         + (f"\nExact commands:\n\n```\n{commands}\n```\n" if commands else ""))
