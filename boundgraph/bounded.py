@@ -58,7 +58,8 @@ class BoundedModule(nn.Module):
     def compute_bounds(self, x: torch.Tensor, perturbation: Perturbation, method: str = "ibp",
                        C: torch.Tensor | None = None, *, bound_lower: bool = True,
                        bound_upper: bool = True, relu_lower: str = "adaptive",
-                       max_elements: int = 2 ** 25, return_intermediate: bool = False):
+                       max_elements: int = 2 ** 25, return_intermediate: bool = False,
+                       intervals: dict[str, Interval] | None = None):
         """Lower and upper bounds of ``C f(x')`` (or ``f(x')``) for all ``x'`` in the set.
 
         Parameters
@@ -87,6 +88,12 @@ class BoundedModule(nn.Module):
             intervals for ``"ibp"`` and ``"crown-ibp"``; CROWN-tightened ones where ``"crown"``
             refined them) as a third value, ``{node name: Interval}``. Costs nothing extra;
             certified-training regularisers read pre-activation intervals from it.
+        intervals:
+            IBP intervals returned by an earlier call with ``return_intermediate`` for the
+            same ``x``, perturbation and parameters; ``"ibp"`` and ``"crown-ibp"`` then skip
+            their interval pass (e.g. IBP and CROWN-IBP margins of one training batch from one
+            pass). Not checked against ``x``: passing intervals of another input gives wrong
+            bounds. Ignored by ``"crown"``, which computes its own.
 
         Returns
         -------
@@ -114,6 +121,8 @@ class BoundedModule(nn.Module):
                                                   max_elements=max_elements))
         if method == "crown":
             bounds = crown_intermediate(ctx)
+        elif intervals is not None:
+            bounds = self._check_intervals(intervals, x)
         else:
             bounds = interval_pass(ctx)
         out = bounds[self.graph.output]
@@ -149,6 +158,21 @@ class BoundedModule(nn.Module):
                              f"got {type(perturbation).__name__}")
         self._check_input(x)
         return interval_pass(self._context(x, perturbation, {}))
+
+    def _check_intervals(self, intervals, x) -> dict[str, Interval]:
+        g = self.graph
+        if not isinstance(intervals, dict):
+            raise InputError("intervals must be the {node: Interval} dict returned with "
+                             "return_intermediate=True")
+        missing = [n for n in g.batched_order if n not in intervals]
+        if missing:
+            raise InputError(f"intervals lack node(s) {', '.join(missing[:5])}; pass the dict "
+                             "returned by compute_bounds(..., return_intermediate=True) for this "
+                             "model")
+        if tuple(intervals[g.input].lower.shape) != tuple(x.shape):
+            raise InputError(f"intervals were computed for an input of shape "
+                             f"{tuple(intervals[g.input].lower.shape)}, not {tuple(x.shape)}")
+        return dict(intervals)
 
     def _check_spec(self, C, B, K, x):
         if C is None:

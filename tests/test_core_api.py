@@ -193,3 +193,21 @@ def test_bounds_follow_the_model_to_cuda(styles):
     cpu_lb, _ = bg.BoundedModule(m.cpu(), x.cpu()).compute_bounds(
         x.cpu(), bg.LinfBall(0.02, 0.0, 1.0), method="crown")
     assert torch.allclose(lb.cpu(), cpu_lb, atol=1e-4)
+
+
+def test_crown_ibp_on_reused_intervals_equals_a_fresh_call(styles):
+    """``intervals=`` from an earlier IBP call skips the interval pass and changes nothing."""
+    styles.train()  # batch-statistics BatchNorm: the clean pass still binds it
+    bm = bg.BoundedModule(styles, torch.rand(2, 1, 8, 8))
+    x = torch.rand(5, 1, 8, 8)
+    ptb = bg.LinfBall(0.05, lower=0, upper=1)
+    C = bg.margin_spec(torch.tensor([0, 1, 2, 0, 1]), 3)
+    _, _, iv = bm.compute_bounds(x, ptb, method="ibp", C=C, return_intermediate=True)
+    fresh = bm.compute_bounds(x, ptb, method="crown-ibp", C=C)
+    reused = bm.compute_bounds(x, ptb, method="crown-ibp", C=C, intervals=iv)
+    for a, b in zip(fresh, reused):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(bg.InputError, match="intervals"):
+        bm.compute_bounds(x[:3], ptb, method="crown-ibp", C=C[:3], intervals=iv)
+    with pytest.raises(bg.InputError, match="lack node"):
+        bm.compute_bounds(x, ptb, method="crown-ibp", C=C, intervals={})

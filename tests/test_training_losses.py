@@ -82,7 +82,7 @@ def test_ibp_mix_weights_and_checks():
         robust_ce(torch.zeros(3))
 
 
-def test_crown_ibp_margin_is_the_beta_mixture_and_skipped_at_beta_zero(monkeypatch):
+def test_crown_ibp_margin_is_the_beta_mixture_on_one_interval_pass(monkeypatch):
     model = _mlp().eval()
     x, y = torch.rand(5, 6), torch.randint(0, 4, (5,))
     bm = bg.BoundedModule(model, x)
@@ -96,16 +96,17 @@ def test_crown_ibp_margin_is_the_beta_mixture_and_skipped_at_beta_zero(monkeypat
     original = bm.compute_bounds
 
     def spy(*args, **kwargs):
-        calls.append(kwargs.get("method"))
+        calls.append((kwargs.get("method"), kwargs.get("intervals") is not None))
         assert kwargs.get("bound_upper") is False
         return original(*args, **kwargs)
 
     monkeypatch.setattr(bm, "compute_bounds", spy)
     certified_loss(bm, x, y, method="crown-ibp", eps=0.05, kappa=0.5, beta=0.0)
-    assert calls == ["ibp"]
+    assert calls == [("ibp", False)]  # beta = 0: no CROWN-IBP pass
     calls.clear()
     certified_loss(bm, x, y, method="crown-ibp", eps=0.05, kappa=0.5, beta=1.0)
-    assert calls == ["crown-ibp"]
+    assert calls == [("ibp", False), ("crown-ibp", True)]  # the backward pass reuses the IBP pass
+    torch.testing.assert_close(margin_bounds(bm, x, y, 0.05, beta=1.0), m_cibp)
 
 
 @pytest.mark.parametrize("method", ["natural", "ibp", "crown-ibp", "improved-ibp"])

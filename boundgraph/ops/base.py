@@ -263,6 +263,14 @@ class Affine(Op):
         return y if off is None else y + off
 
     def interval(self, x: Interval, *consts) -> Interval:
+        if x._center is None and x.lower.numel() > _numel_out(self, x.lower):
+            # lower/upper form into a shrinking map: halve after the map, on the smaller side
+            # (W (u + l) / 2 + offset, |W| (u - l) / 2), saving two input-sized passes
+            s = self.apply(x.upper + x.lower, *consts)
+            r = self.apply(x.upper - x.lower, *consts, absolute=True).mul_(0.5)
+            off = self.offset(*consts)
+            c = s.mul_(0.5) if off is None else torch.add(off, s, alpha=0.5)
+            return Interval.from_center(c, r)
         c = self.forward(x.center, *consts)
         r = self.apply(x.radius, *consts, absolute=True)
         return Interval.from_center(c, r)
@@ -311,6 +319,16 @@ class Elementwise(Op):
         if uA is not None:  # mirrored
             nu, ub = relaxation_step(uA, aU, bU, aL, bL)
         return [(nl, nu)], lb, ub
+
+
+def _numel_out(op, x: Tensor) -> int:
+    """Elements of ``op``'s output for a batch like ``x`` (its input's size if unknown)."""
+    if op.out_shape is None:
+        return x.numel()
+    n = x.shape[0]
+    for d in op.out_shape:
+        n *= d
+    return n
 
 
 def _rowdot(A, v):

@@ -78,8 +78,9 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
                   upper: float | None = 1.0, return_intermediate: bool = False):
     """Margin lower bounds ``(B, K-1)`` over the L-inf ball: (1-beta) m_IBP + beta m_CROWN-IBP.
 
-    ``beta = 0`` is plain IBP (one forward interval pass); ``beta = 1`` only the CROWN-IBP
-    bound (which is itself intersected with IBP's by ``compute_bounds``). With
+    ``beta = 0`` is plain IBP (one forward interval pass); ``beta > 0`` adds the CROWN-IBP
+    backward pass on the same intervals (``beta = 1``: the CROWN-IBP bound alone, which is
+    itself intersected with IBP's by ``compute_bounds``). With
     ``return_intermediate`` also returns the IBP intervals of every node (``{name: Interval}``)
     for the warm-up regularisers.
     """
@@ -89,16 +90,13 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
     K = num_classes or _num_outputs(bm)
     C = margin_spec(y, K, dtype=x.dtype)
     ptb = LinfBall(float(eps), lower=lower, upper=upper)
-    intervals = None
-    m_ibp = m_crown = None
-    if beta < 1.0 or return_intermediate:
-        out = bm.compute_bounds(x, ptb, method="ibp", C=C, bound_upper=False,
-                                return_intermediate=return_intermediate)
-        m_ibp = out[0]
-        if return_intermediate:
-            intervals = out[2]
+    # one interval pass serves both margins: CROWN-IBP reuses its intervals
+    m_ibp, _, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C, bound_upper=False,
+                                            return_intermediate=True)
+    m_crown = None
     if beta > 0.0:
-        m_crown = bm.compute_bounds(x, ptb, method="crown-ibp", C=C, bound_upper=False)[0]
+        m_crown = bm.compute_bounds(x, ptb, method="crown-ibp", C=C, bound_upper=False,
+                                    intervals=intervals)[0]
     if m_crown is None:
         m = m_ibp
     elif beta == 1.0:
@@ -160,7 +158,11 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if logits is None:
-        logits = bm(x)
+        if method != "natural" and eps > 0 and float(kappa) == 0.0:
+            with torch.no_grad():  # the natural loss is not part of the objective
+                logits = bm(x)
+        else:
+            logits = bm(x)
     natural = F.cross_entropy(logits, y, reduction="none")
     zero = logits.new_zeros(())
     if method == "natural":

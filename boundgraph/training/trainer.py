@@ -360,7 +360,6 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
 
         ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                       else None)
-    forward = ddp if ddp is not None else model
     callbacks = list(callbacks)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -380,7 +379,9 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
             s = sched(global_step)
             for g in opt.param_groups:
                 g["lr"] = s["lr"]
-            logits = forward(xb)
+            # DDP needs its own forward call; otherwise certified_loss runs the clean pass
+            # (without autograd when the natural loss is not in the objective)
+            logits = ddp(xb) if ddp is not None else None
             res = certified_loss(bm, xb, yb, method=cfg.method, eps=s["eps"],
                                  kappa=s["kappa"], beta=s["beta"], eps_max=eps_max,
                                  reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
@@ -397,7 +398,7 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
                                       f"{epoch + 1}, step {global_step} (eps {s['eps']:.4g}); "
                                       f"try a smaller lr or a longer eps ramp")
             n = len(yb)
-            wrong = logits.detach().argmax(1) != yb
+            wrong = res.logits.detach().argmax(1) != yb
             cert_wrong = wrong.clone() if res.margins is None else \
                 ~((res.margins > 0).all(1) & ~wrong)
             sums[0] += loss_v * n
