@@ -242,7 +242,8 @@ def plot_certified(json_path=None, png_path=None) -> Path | None:
     for r in rows:
         tag = "" if r.get("source") == "measured" else " [published]"
         method = str(r.get("method")).split(" (")[0]
-        groups.append(f"{r.get('dataset')} eps={r.get('eps_label', r.get('eps'))}\n"
+        ep = f", {r['epochs']} ep" if r.get("epochs") else ""
+        groups.append(f"{r.get('dataset')} eps={r.get('eps_label', r.get('eps'))}{ep}\n"
                       f"{r.get('model')} {method}{tag}")
     palette = ["#8C8C8C", "#C44E52", "#4C72B0", "#55A868", "#8172B3"]
     for (k, label), c in zip(keys, palette):

@@ -193,14 +193,16 @@ def collect(run_dirs, commands_file=None, notes_file=None) -> int:
              f"{pct(r['test']['certified_error_crown'])} (n={r['test']['num_examples_crown']})",
              f"{r['train_time_s'] / 60:.1f}"] for r in runs]
     first = runs[0]
-    frac = first["val_fraction"]
-    held_out = round(first["train_examples"] * frac / (1 - frac))
+    splits = sorted({(r["train_examples"],
+                      round(r["train_examples"] * r["val_fraction"] / (1 - r["val_fraction"])),
+                      r["val_examples"]) for r in runs}, reverse=True)
+    split_text = " or ".join(f"{n} training images ({h} more held out for validation, the "
+                             f"first {v} of them evaluated after each epoch)"
+                             for n, h, v in splits)
     table = (
         f"# Certified training on MNIST (CPU scale)\n\n"
         f"{first['model']} on MNIST, L-inf eps in pixel units ([0, 1]); each run trains on "
-        f"{first['train_examples']} training images with the recipe named in its row; "
-        f"{held_out} more are held out of the training split for validation (the first "
-        f"{first['val_examples']} of them are evaluated after each epoch) and best-epoch "
+        f"{split_text}, with the recipe named in its row. Validation also serves best-epoch "
         f"selection: the selected epoch is the one with the lowest validation "
         f"IBP-certified error once eps reached its target, lowest clean error for natural "
         f"training. Test figures: the full MNIST test set ({first['test']['num_examples']} "
