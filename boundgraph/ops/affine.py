@@ -33,6 +33,82 @@ def _pair(v):
     return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
 
 
+def conv_transpose(x, w, stride, padding, output_padding, groups, dilation):
+    """``conv_transpose2d(x, w)`` (no bias) for the coefficient batches of a backward pass.
+
+    On CPU torch's default kernels for a strided transposed convolution and its gradient are
+    several times slower than the plain convolution kernels (oneDNN) for the large ``B * S``
+    row batches that CROWN produces. This computes the same values, and the same gradients, from
+    faster pieces (:class:`_ConvTranspose`); elsewhere it is ``F.conv_transpose2d``.
+    """
+    stride, padding, output_padding, dilation = (_pair(v) for v in
+                                                 (stride, padding, output_padding, dilation))
+    if x.device.type != "cpu" or x.shape[0] < _FAST_MIN_ROWS or stride == (1, 1):
+        return F.conv_transpose2d(x, w, None, stride, padding, output_padding, groups, dilation)
+    return _ConvTranspose.apply(x, w, stride, padding, output_padding, groups, dilation)
+
+
+#: smallest row batch for which :func:`conv_transpose` uses :class:`_ConvTranspose`.
+_FAST_MIN_ROWS = 64
+
+
+class _ConvTranspose(torch.autograd.Function):
+    """Transposed convolution with its gradients written as plain convolutions.
+
+    Forward: when the convolution being transposed has few input channels (``C_in * s^2 <=
+    C_out``, stride ``s``, groups and dilation 1; e.g. a first layer), the sub-pixel form: one convolution with ``s^2`` phase kernels of
+    size ``ceil(K / s)``, then ``pixel_shuffle`` and a crop; otherwise ``conv_transpose2d`` in
+    channels-last layout (oneDNN). Backward: the gradient for ``x`` is the convolution itself
+    (``conv2d(g, w)``), the one for ``w`` is ``conv2d_weight`` with ``g`` as the input.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, output_padding, groups, dilation):
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, groups, dilation)
+        if groups == 1 and dilation == (1, 1) and stride[0] == stride[1] and \
+                w.shape[1] * stride[0] ** 2 <= w.shape[0]:
+            return _subpixel_conv_transpose(x, w, stride[0], padding, output_padding)
+        y = F.conv_transpose2d(x.contiguous(memory_format=torch.channels_last), w, None,
+                               stride, padding, output_padding, groups, dilation)
+        return y.contiguous()  # elementwise rules run several times slower on mixed layouts
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        stride, padding, groups, dilation = ctx.conf
+        gx = gw = None
+        g = g.contiguous()
+        if ctx.needs_input_grad[0]:
+            gx = F.conv2d(g, w, None, stride, padding, dilation, groups)
+        if ctx.needs_input_grad[1]:
+            gw = torch.nn.grad.conv2d_weight(g, w.shape, x, stride, padding, dilation, groups)
+        return gx, gw, None, None, None, None, None
+
+
+def _subpixel_conv_transpose(x, w, s, padding, output_padding):
+    """``conv_transpose2d`` (stride ``s`` in both dimensions, groups and dilation 1) as one
+    convolution over the stride's phases followed by ``pixel_shuffle``.
+
+    Output row ``Y`` receives ``x[q - m] * w[s m + r]`` with ``Y + p = s q + r``: for each phase
+    ``r`` a plain (flipped) convolution with the kernel taps ``s m + r``.
+    """
+    ci, co, kh, kw = w.shape
+    H, W = x.shape[2:]
+    mh, mw = -(-kh // s), -(-kw // s)
+    wp = F.pad(w, (0, mw * s - kw, 0, mh * s - kh))                  # taps padded to s * m
+    wp = wp.reshape(ci, co, mh, s, mw, s).permute(1, 3, 5, 0, 2, 4)  # (co, rh, rw, ci, mh, mw)
+    wp = wp.flip(-1, -2).reshape(co * s * s, ci, mh, mw)
+    t = F.pixel_shuffle(F.conv2d(x, wp, None, 1, (mh - 1, mw - 1)), s)
+    (ph, pw), (oh, ow) = padding, output_padding
+    ho, wo = (H - 1) * s - 2 * ph + kh + oh, (W - 1) * s - 2 * pw + kw + ow
+    extra_h, extra_w = ph + ho - t.shape[2], pw + wo - t.shape[3]
+    if extra_h > 0 or extra_w > 0:
+        t = F.pad(t, (0, max(0, extra_w), 0, max(0, extra_h)))
+    return t[:, :, ph:ph + ho, pw:pw + wo].contiguous()
+
+
 class Conv2d(Affine):
     """2-d convolution. Inputs ``(x, weight[, bias])``; attrs stride, padding, dilation, groups.
 
@@ -70,8 +146,8 @@ class Conv2d(Affine):
             full = ((out.shape[2 + d] - 1) * a["stride"][d] - 2 * a["padding"][d]
                     + a["dilation"][d] * ((kh, kw)[d] - 1) + 1)
             opad.append(in_shape[1 + d] - full)
-        x = F.conv_transpose2d(out, w, None, a["stride"], a["padding"], tuple(opad),
-                               a["groups"], a["dilation"])
+        x = conv_transpose(out, w, a["stride"], a["padding"], tuple(opad), a["groups"],
+                           a["dilation"])
         return x.reshape(B, S, *x.shape[1:])
 
     def backward_window(self, lA, uA, origin, x, w, b=None, opts=None):
@@ -93,8 +169,8 @@ class Conv2d(Affine):
 
         def t(A):
             B, S = A.shape[:2]
-            r = F.conv_transpose2d(A.reshape(B * S, *A.shape[2:]), w, None, a["stride"], 0, 0,
-                                   a["groups"], a["dilation"])
+            r = conv_transpose(A.reshape(B * S, *A.shape[2:]), w, a["stride"], (0, 0), (0, 0),
+                               a["groups"], a["dilation"])
             lo = [max(0, -starts[d]) for d in range(2)]
             hi = [min(r.shape[2 + d], (H, W)[d] - starts[d]) for d in range(2)]
             r = r[:, :, lo[0]:hi[0], lo[1]:hi[1]]
