@@ -207,3 +207,18 @@ def test_warmup_regularizer_gradient_pushes_bounds_tighter():
         opt.step()
     assert warmup_regularizer(bm.graph, bm.interval_bounds(x, ptb)).item() < \
         warmup_regularizer(bm.graph, iv).item()
+
+
+def test_clean_pass_skips_autograd_only_when_the_natural_loss_is_unused():
+    model = _mlp().train()
+    x, y = torch.rand(6, 6), torch.randint(0, 4, (6,))
+    bm = bg.BoundedModule(model, x)
+    robust_only = certified_loss(bm, x, y, method="ibp", eps=0.05, kappa=0.0)
+    assert robust_only.logits.grad_fn is None and robust_only.loss.requires_grad
+    mixed = certified_loss(bm, x, y, method="ibp", eps=0.05, kappa=0.5)
+    assert mixed.logits.grad_fn is not None
+    # eps = 0 (a warm-up epoch of improved IBP): the margins come from the logits themselves
+    warmup = certified_loss(bm, x, y, method="improved-ibp", eps=0.0, kappa=0.0)
+    assert warmup.loss.requires_grad
+    warmup.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -355,7 +355,7 @@ def relaxation_step(A, a_pos, b_pos, a_neg, b_neg):
     da = (a_other - a_base).unsqueeze(1)
     new = A * a_base.unsqueeze(1)
     if torch.is_grad_enabled():
-        new = new + part * da
+        new = torch.addcmul(new, part, da)  # one pass instead of a product and a sum
     else:
         new.addcmul_(part, da)
     bias = 0.0
