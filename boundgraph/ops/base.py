@@ -267,9 +267,9 @@ class Affine(Op):
             # lower/upper form into a shrinking map: halve after the map, on the smaller side
             # (W (u + l) / 2 + offset, |W| (u - l) / 2), saving two input-sized passes
             s = self.apply(x.upper + x.lower, *consts)
-            r = self.apply(x.upper - x.lower, *consts, absolute=True).mul_(0.5)
+            r = self.apply(x.upper - x.lower, *consts, absolute=True) * 0.5
             off = self.offset(*consts)
-            c = s.mul_(0.5) if off is None else torch.add(off, s, alpha=0.5)
+            c = s * 0.5 if off is None else s * 0.5 + off
             return Interval.from_center(c, r)
         c = self.forward(x.center, *consts)
         r = self.apply(x.radius, *consts, absolute=True)
