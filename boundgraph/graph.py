@@ -112,9 +112,15 @@ class BoundGraph:
 
     # ----------------------------------------------------------------- structure queries
     def batched_ancestors(self, name: str) -> list[str]:
-        """Batched nodes ``name`` depends on (itself included), in topological order."""
-        anc = nx.ancestors(self.nx, name) | {name}
-        return [n for n in self.batched_order if n in anc]
+        """Batched nodes ``name`` depends on (itself included), in topological order.
+
+        The graph does not change after construction, so each answer is computed once (every
+        backward pass asks, and full CROWN starts thousands of them)."""
+        cache = self.__dict__.setdefault("_ancestors_cache", {})
+        if name not in cache:
+            anc = nx.ancestors(self.nx, name) | {name}
+            cache[name] = tuple(n for n in self.batched_order if n in anc)
+        return list(cache[name])
 
     def op_nodes(self) -> list[Node]:
         return [n for n in self.live if n.kind == "op"]
