@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import BoundGraphError, InputError, UnsupportedOpError
+from .naming import fresh_name
 
 __all__ = ["export_onnx", "EMITTERS"]
 
@@ -48,13 +49,7 @@ class _Writer:
         self.counter = 0
 
     def unique(self, hint: str) -> str:
-        base = re.sub(r"[^\w.\-/]", "_", hint) or "t"
-        name, k = base, 1
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
+        return fresh_name(self.names, re.sub(r"[^\w.\-/]", "_", hint) or "t")
 
     def initializer(self, value, hint: str, dtype=None) -> str:
         from onnx import numpy_helper

@@ -56,6 +56,7 @@ from torch import nn
 from .. import ops as O
 from ..errors import BoundGraphError, InputError, UnsupportedOpError
 from ..graph import BoundGraph, Node, resolve_live
+from .naming import fresh_name
 
 __all__ = ["load_onnx", "OnnxModel", "OnnxInfo", "read_onnx"]
 
@@ -244,13 +245,7 @@ class _Importer:
 
     # -- graph building ------------------------------------------------------------------------
     def unique(self, hint: str) -> str:
-        base = _sanitize(hint)
-        name, k = base, 1
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
+        return fresh_name(self.names, _sanitize(hint))
 
     def tensor_const(self, value, hint: str, *, weight: bool = False, key=None) -> str:
         """A graph node for a constant tensor, registered on the module (live)."""
