@@ -189,3 +189,24 @@ def test_division_by_the_input_is_refused_with_a_reason():
 
     with pytest.raises(bg.UnsupportedOpError, match="division by a tensor that depends"):
         bg.BoundedModule(Ratio(), torch.rand(2, 3))
+
+
+class ColumnScaled(nn.Module):
+    """A convolutional feature map times a constant that varies along the columns only: a
+    pointwise op whose constant must not be cropped like a per-channel one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.register_buffer("w", torch.linspace(0.5, 2.0, 6))
+        self.fc = nn.Linear(2 * 6 * 6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)) * self.w
+        return self.fc(torch.relu(h * 2.0 - 0.1).flatten(1))
+
+
+def test_constants_varying_over_columns_are_sound_for_every_method():
+    torch.manual_seed(0)
+    model = ColumnScaled().eval()
+    check_sound(model, torch.rand(2, 1, 8, 8), 0.05, lower=0.0, upper=1.0)

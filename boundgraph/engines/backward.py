@@ -97,8 +97,8 @@ def _window_step(ctx, name, op, vals, la, ua, origin):
                 return None
             shapes.append(tuple(s[:-2]) + size)
         else:
-            if torch.is_tensor(v) and v.dim() >= 2 and (v.shape[-1] != 1 or v.shape[-2] != 1):
-                return None  # a constant varying over space
+            if torch.is_tensor(v) and any(d != 1 for d in v.shape[-2:]):
+                return None  # a constant varying over a spatial axis (rows or columns)
             shapes.append(s)
     vals = [Interval(_crop(v.lower, origin, size), _crop(v.upper, origin, size))
             if isinstance(v, Interval) else v for v in vals]
