@@ -152,6 +152,9 @@ def test_export_rejects_a_mismatching_example(tmp_path):
         bg.export_onnx(bm, torch.rand(2, 1, 10, 10), tmp_path / "m.onnx")
     with pytest.raises(InputError):
         bg.export_onnx("not a model", torch.rand(2, 3), tmp_path / "m.onnx")
+    for opset in (11, 18):  # operator signatures the emitters do not follow
+        with pytest.raises(InputError, match="opset"):
+            bg.export_onnx(bm, torch.rand(2, 1, 12, 12), tmp_path / "m.onnx", opset=opset)
 
 
 def test_export_check_catches_a_file_that_does_not_match(tmp_path, monkeypatch):

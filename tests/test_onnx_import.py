@@ -423,3 +423,16 @@ def test_model_with_two_inputs_is_rejected(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(InputError, match="exactly one input"):
         load_onnx(save(model, tmp_path))
+
+
+@pytest.mark.parametrize("sa,sb,want", [
+    ((3,), (3,), ()), ((3,), (3, 4), (4,)), ((2, 3), (3,), (2,)),
+    ((5, 1, 2, 3), (4, 3, 6), (5, 4, 2, 6)), ((7,), (2, 7, 5), (2, 5)),
+    ((40000, 30000), (30000, 40000), (40000, 40000)),  # far too big to allocate
+])
+def test_matmul_output_shape_follows_numpy_without_allocating(sa, sb, want):
+    from boundgraph.frontends.onnx_import import _matmul_shape
+
+    assert _matmul_shape(sa, sb) == want
+    if max(max(sa), max(sb)) < 100:
+        assert want == np.matmul(np.zeros(sa), np.zeros(sb)).shape

@@ -32,6 +32,8 @@ from .naming import fresh_name
 __all__ = ["export_onnx", "EMITTERS"]
 
 DEFAULT_OPSET = 13
+#: opsets whose operator signatures the emitters follow (first, last)
+SUPPORTED_OPSETS = (13, 17)
 
 
 class _Writer:
@@ -502,7 +504,9 @@ def export_onnx(model_or_bounded_module, example_input: torch.Tensor, path: str 
     path:
         where to write (``.onnx``).
     opset:
-        ONNX opset of the file (default 13).
+        ONNX opset of the file, 13 to 17 (default 13): the emitters write ``ReduceSum`` and
+        ``Unsqueeze`` with axes inputs (13 and later) and ``ReduceMean`` with an axes
+        attribute (before 18).
     check:
         run the file with onnxruntime on ``example_input`` and on a second batch of another
         size and compare with the module (``rtol`` relative to the output magnitude); a mismatch
@@ -514,6 +518,9 @@ def export_onnx(model_or_bounded_module, example_input: torch.Tensor, path: str 
     from ..bounded import BoundedModule
 
     path = os.fspath(path)
+    if not (isinstance(opset, int) and SUPPORTED_OPSETS[0] <= opset <= SUPPORTED_OPSETS[1]):
+        raise InputError(f"opset {opset!r} is not supported; export_onnx writes opsets "
+                         f"{SUPPORTED_OPSETS[0]} to {SUPPORTED_OPSETS[1]}")
     if not torch.is_tensor(example_input) or example_input.dim() < 1:
         raise InputError("export_onnx needs an example input tensor with a batch dimension")
     if isinstance(model_or_bounded_module, BoundedModule):

@@ -774,8 +774,9 @@ def _binary(kind):
             if cv.size == 1 and cv.ndim == 0 or (cv.size == 1 and all(s == 1 for s in cv.shape)
                                                   and cv.ndim <= len(t.sample)):
                 cv = cv.reshape(())  # a scalar: broadcasts anywhere
-            cname = imp.tensor_const(cv, _const_name(node, c, imp),
-                                     key=(id(c), kind, cv.shape))
+            src = _input_name(node, c, imp)
+            cname = imp.tensor_const(cv, src or f"{_hint(node)}_const",
+                                     key=None if src is None else (src, kind, cv.shape))
             ins2 = [cname, t] if x.const else [t, cname]
             res = imp.add(cls(), ins2, _hint(node))
             res.batch = t.batch
@@ -793,12 +794,13 @@ for _k, _t in (("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("div", "Div")):
     _CONVERTERS[_t] = _binary(_k)
 
 
-def _const_name(node, c: _T, imp) -> str:
-    """The ONNX name of the constant input ``c`` of ``node`` (a parameter name hint)."""
+def _input_name(node, c: _T, imp) -> str | None:
+    """The ONNX name of input ``c`` of ``node``; None for an intermediate value made while
+    converting (e.g. a partial sum), which must not be cached by identity."""
     for name in node.input:
         if imp.tensors.get(name) is c:
             return name
-    return f"{_hint(node)}_const"
+    return None
 
 
 def _fuse_bias(imp, node, t: _T, c: _T, out_shape):
@@ -818,8 +820,9 @@ def _fuse_bias(imp, node, t: _T, c: _T, out_shape):
     if M is None or cv.size != M or (cv.ndim and cv.shape[-1] != M):
         return None
     x = imp.batched[prod.inputs[0]]
-    b = imp.tensor_const(cv.reshape(M), _const_name(node, c, imp), weight=True,
-                         key=(id(c), "bias"))
+    src = _input_name(node, c, imp)
+    b = imp.tensor_const(cv.reshape(M), src or f"{_hint(node)}_const", weight=True,
+                         key=None if src is None else (src, "bias"))
     res = imp.add(O.Linear(), [x, prod.inputs[1], b], _hint(node))
     res.batch = t.batch
     return imp.fit(res, out_shape)
@@ -860,13 +863,26 @@ def _squeeze_lead(w: np.ndarray, keep: int, what: str) -> np.ndarray:
     return w
 
 
+def _matmul_shape(sa: tuple, sb: tuple) -> tuple:
+    """Shape of ``numpy.matmul`` of operands shaped ``sa`` and ``sb`` (no arrays made)."""
+    a = (1,) + sa if len(sa) == 1 else sa
+    b = sb + (1,) if len(sb) == 1 else sb
+    if a[-1] != b[-2]:
+        raise _Unsupported(f"MatMul of shapes {sa} and {sb}: inner sizes differ")
+    out = tuple(np.broadcast_shapes(a[:-2], b[:-2])) + (a[-2], b[-1])
+    if len(sb) == 1:
+        out = out[:-1]
+    if len(sa) == 1:
+        out = out[:-2] + out[-1:] if len(sb) != 1 else out[:-1]
+    return out
+
+
 @converter("MatMul")
 def _matmul(imp, node, ins, a):
     A, B = ins
     if not A.const and not B.const:
         raise _Unsupported("product of two input-dependent tensors")
-    out_shape = np.matmul(np.zeros(A.shape, np.float32), np.zeros(B.shape, np.float32)).shape \
-        if (math.prod(A.shape) < 10 ** 7 and math.prod(B.shape) < 10 ** 7) else None
+    out_shape = _matmul_shape(tuple(A.shape), tuple(B.shape))
     hint = _hint(node)
     if not A.const:  # x @ W
         x, W = A, np.asarray(B.value)
