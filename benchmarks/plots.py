@@ -286,6 +286,7 @@ def plot_training_speed(json_path=None, png_path=None) -> Path | None:
             i = names.index(n)
             ax.plot([i - 0.4, i + 0.4], [target, target], "k--", lw=1)
             ax.text(i, target, f" target {target:g}x", fontsize=7, va="bottom", ha="center")
+    ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("time per training step / natural")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"Training speed ({data.get('model', '?')}, batch {data.get('batch_size', '?')})")

@@ -56,8 +56,9 @@ class _ConvTranspose(torch.autograd.Function):
     """Transposed convolution with its gradients written as plain convolutions.
 
     Forward: when the convolution being transposed has few input channels (``C_in * s^2 <=
-    C_out``, stride ``s``, groups and dilation 1; e.g. a first layer), the sub-pixel form: one convolution with ``s^2`` phase kernels of
-    size ``ceil(K / s)``, then ``pixel_shuffle`` and a crop; otherwise ``conv_transpose2d`` in
+    C_out``, stride ``s``, groups and dilation 1; e.g. a first layer), the sub-pixel form: one
+    convolution with ``s^2`` phase kernels of size ``ceil(K / s)``, then ``pixel_shuffle`` and
+    a crop; otherwise ``conv_transpose2d`` in
     channels-last layout (oneDNN). Backward: the gradient for ``x`` is the convolution itself
     (``conv2d(g, w)``), the one for ``w`` is ``conv2d_weight`` with ``g`` as the input.
     """

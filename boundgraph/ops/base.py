@@ -245,7 +245,9 @@ class Affine(Op):
     ``transpose(A, *consts)`` (``A W``: ``(B, S, *out) -> (B, S, *in)``).
 
     IBP uses the center/radius form ``(W c + offset, |W| r)``: two passes, exact for a single
-    affine layer. Backward: ``A -> A W``, bias ``+= sum(A * offset)``.
+    affine layer. An input held as lower/upper going into a map with fewer outputs than
+    inputs is mapped as ``(W (u + l) / 2 + offset, |W| (u - l) / 2)``, halving on the smaller
+    side. Backward: ``A -> A W``, bias ``+= sum(A * offset)``.
     """
 
     def apply(self, x, *consts, absolute: bool = False):

@@ -147,7 +147,9 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
       reg_lambda (1 - eps / eps_max) (L_tightness + L_relu) of Shi et al. 2021.
 
     ``logits`` may be passed when the caller already ran the clean forward pass (e.g. through a
-    ``DistributedDataParallel`` wrapper); otherwise ``bm(x)`` is used. At ``eps = 0`` the bound
+    ``DistributedDataParallel`` wrapper); otherwise ``bm(x)`` is used, without autograd when
+    the natural loss has weight 0 (``kappa = 0`` and ``eps > 0``; the returned logits then
+    carry no gradient). At ``eps = 0`` the bound
     computation is skipped: the margins are then exact and the robust loss equals the natural
     one. The per-example losses average to ``loss`` (before the regulariser), so losses of data
     shards can be combined by weighting with shard sizes.

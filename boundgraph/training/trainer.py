@@ -4,9 +4,11 @@ One loop serves natural training, IBP (Gowal et al. 2018), CROWN-IBP (Zhang et a
 improved IBP (Shi et al. 2021); the method only changes the loss
 (:func:`~boundgraph.training.losses.certified_loss`) and a few defaults
 (:data:`~boundgraph.training.config.METHOD_DEFAULTS`). Per batch: the schedules give eps,
-kappa, beta and the learning rate for the global step; the clean forward pass gives the logits
-(and, in ``train()`` mode, the BatchNorm batch statistics that the bounds reuse); the loss is
-backpropagated, gradients are clipped if asked, and the optimiser steps.
+kappa, beta and the learning rate for the global step; ``certified_loss`` runs the clean
+forward pass for the logits (without autograd when the natural loss has weight 0; under DDP
+the wrapper's own forward call gives them) and the bounds (BatchNorm in ``train()`` mode
+bounds with the clean batch's statistics); the loss is backpropagated, gradients are clipped
+if asked, and the optimiser steps.
 
 Per epoch, on the validation split (a seeded part of the training split, never the test
 set): clean error, IBP-certified error and PGD error at the target eps; with the training loss,
