@@ -307,6 +307,18 @@ def _into_box32(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, dtype) -> np.ndar
     return xr
 
 
+def _off_faces(xr: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``xr`` with coordinates lying on a face of ``[lo, hi]`` moved one ulp inside (where the
+    box is wider than that)."""
+    xr = xr.copy()
+    x64 = xr.astype(np.float64)
+    up = (x64 <= lo) & (lo < hi)
+    xr[up] = np.nextafter(xr[up], np.inf)
+    down = (xr.astype(np.float64) >= hi) & (lo < hi)
+    xr[down] = np.nextafter(xr[down], -np.inf)
+    return xr
+
+
 def _make_oracle(bm: BoundedModule, prop: Property):
     """``oracle(group, x) -> (x, y) | None``: a counterexample confirmed on the original model
     (onnxruntime for an imported ONNX file, else the module in its own precision)."""
@@ -334,9 +346,12 @@ def _make_oracle(bm: BoundedModule, prop: Property):
         x64 = xr.astype(np.float64)
         if np.any(x64 < lo) or np.any(x64 > hi):
             return None
+        if prop.strict:  # off the box's faces: a strict input bound may sit on one
+            xr = _off_faces(xr, lo, hi)
+            x64 = xr.astype(np.float64)
         y = np.asarray(run(xr), dtype=np.float64).reshape(-1)
         for dj in group.disjuncts:
-            if dj.contains(x64, y, tol=0.0):
+            if dj.contains(x64, y, tol=0.0, strict=prop.strict):
                 return x64, y
         return None
 

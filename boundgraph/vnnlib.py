@@ -32,8 +32,9 @@ Supported:
   from both sides; several bounds on one input intersect.
 * Strict comparisons ``<`` and ``>`` are read as ``<=`` and ``>=``. This replaces the unsafe
   region by its closure, which only makes it larger, so an ``unsat`` proved for the parsed
-  property is an ``unsat`` of the file; a counterexample that lies exactly on such a boundary may
-  need re-checking against the strict inequality.
+  property is an ``unsat`` of the file. ``Property.strict`` records that the file had one; the
+  verifier then accepts only counterexamples that satisfy every inequality strictly
+  (``Disjunct.contains(..., strict=True)``), so a point on such a boundary is never a ``sat``.
 * Disjuncts that are empty (an input box with ``lower > upper``, or a constant-false output
   constraint such as ``(<= 1 0)``) are dropped; if all are dropped the property has no disjuncts
   and is trivially ``unsat``. A disjunct without output constraints (``C`` with 0 rows) means the
@@ -136,11 +137,13 @@ class Disjunct:
         """Number of output rows ``m`` (0 means the whole box is unsafe)."""
         return int(self.C.shape[0])
 
-    def contains(self, x, y, tol: float = 0.0) -> bool:
+    def contains(self, x, y, tol: float = 0.0, strict: bool = False) -> bool:
         """Whether ``(x, y)`` lies in this unsafe alternative, allowing slack ``tol``.
 
         True when ``lower - tol <= x <= upper + tol`` and ``C @ y - d <= tol`` for every row,
         i.e. when ``x`` with network output ``y`` is a counterexample for this alternative.
+        ``strict`` asks for every inequality to hold strictly (``tol`` must then be 0): a point
+        that passes is a counterexample whichever of the file's comparisons were strict.
         """
         x = np.asarray(x, dtype=np.float64).reshape(-1)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
@@ -149,6 +152,11 @@ class Disjunct:
                 f"contains: expected x of length {self.lower.shape[0]} and y of length "
                 f"{self.C.shape[1]}, got {x.shape[0]} and {y.shape[0]}"
             )
+        if strict:
+            if tol != 0.0:
+                raise ValueError("contains: strict needs tol = 0")
+            return bool(np.all(x > self.lower) and np.all(x < self.upper)
+                        and np.all(self.C @ y - self.d < 0))
         if np.any(x < self.lower - tol) or np.any(x > self.upper + tol):
             return False
         return bool(np.all(self.C @ y - self.d <= tol))
@@ -169,6 +177,8 @@ class Property:
     n_outputs: int
     disjuncts: list[Disjunct] = field(default_factory=list)
     path: str | None = None
+    #: the file uses a strict comparison (< or >), parsed as <= / >= (see the module notes)
+    strict: bool = False
 
     @property
     def is_single_box(self) -> bool:
@@ -416,6 +426,7 @@ class _Compiled:
 
 class _Parser:
     def __init__(self, path: str | None, max_disjuncts: int):
+        self.strict = False  # whether any comparison is < or >
         self.path = path
         self.max_disjuncts = max_disjuncts
         self.vars: dict[str, tuple[str, int]] = {}
@@ -649,6 +660,7 @@ class _Parser:
         """Atoms of a (chained) comparison, or None when it is constant-false."""
         op = node[0]
         line = node.line
+        self.strict |= op in ("<", ">")
         if len(node) < 3:
             raise self.error(f"comparison '{op}' needs at least two arguments", line)
         if len(node) == 3 and op != "=":
@@ -772,7 +784,7 @@ class _Parser:
         base = self.compile(tuple(fixed))
         compiled_groups = [[self.compile(c) for c in clauses] for _, clauses in groups]
         if empty:
-            return Property(self.n_inputs, self.n_outputs, [], self.path)
+            return Property(self.n_inputs, self.n_outputs, [], self.path, self.strict)
 
         disjuncts: list[Disjunct] = []
         for k, combo in enumerate(itertools.product(*compiled_groups)):
@@ -785,7 +797,7 @@ class _Parser:
             C = np.concatenate([p.C for p in parts], axis=0)
             d = np.concatenate([p.d for p in parts], axis=0)
             disjuncts.append(Disjunct(lower, upper, C, d))
-        return Property(self.n_inputs, self.n_outputs, disjuncts, self.path)
+        return Property(self.n_inputs, self.n_outputs, disjuncts, self.path, self.strict)
 
     def check_bounded(self, lower, upper, k, total, groups, combo) -> None:
         for side, arr, inf in (("lower", lower, -np.inf), ("upper", upper, np.inf)):

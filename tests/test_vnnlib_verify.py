@@ -349,3 +349,24 @@ def test_robustness_property_text_parses_to_the_clipped_ball():
     assert not prop.is_counterexample(x, [0.0, 1.0, 2.0, 0.0])
     with pytest.raises(InputError):
         robustness_vnnlib(x, 5, 0.1, num_classes=4)
+
+
+def test_a_point_on_a_strict_boundary_is_never_a_counterexample():
+    """y = x with 0 <= x < 0.5 and y >= 0.5 holds (unsat); the closure's only unsafe point
+    x = 0.5 lies on the strict bound and must not be reported as sat."""
+    net = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.zero_()
+    bm = bg.BoundedModule(net, torch.zeros(2, 1))
+    text = ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+            "(assert (>= X_0 0.0))\n(assert (< X_0 0.5))\n(assert (>= Y_0 0.5))\n")
+    prop = parse_vnnlib(text)
+    assert prop.strict
+    assert verify(bm, prop, timeout=10).verdict != "sat"
+    # the same file with <= has that point as a real counterexample
+    closed = parse_vnnlib(text.replace("(< X_0", "(<= X_0"))
+    assert not closed.strict and verify(bm, closed, timeout=10).verdict == "sat"
+    dj = prop.disjuncts[0]
+    assert dj.contains([0.5], [0.5]) and not dj.contains([0.5], [0.5], strict=True)
+    assert dj.contains([0.25], [0.75], strict=True)
