@@ -181,3 +181,18 @@ def test_export_cli_writes_a_checked_file(tmp_path, capsys):
     assert bm.graph.input_shape == (1, 12, 12)
     assert main(["export", "--model", "no_such_model", "--out", str(out)]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_export_cli_loads_a_checkpoint_into_a_model_built_with_kwargs(tmp_path):
+    from boundgraph.cli import main
+
+    torch.manual_seed(0)
+    model = get_model("cnn_3layer", in_size=12, num_classes=5).eval()
+    ck = tmp_path / "small.pt"
+    torch.save({"model_state": model.state_dict(), "model_name": "cnn_3layer"}, ck)
+    out = tmp_path / "small.onnx"
+    assert main(["export", "--model", "cnn_3layer", "--checkpoint", str(ck), "--model-kwargs",
+                 '{"in_size": 12, "num_classes": 5}', "--out", str(out)]) == 0
+    x = torch.rand(3, 1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(bg.load_onnx(out)(x), model(x), rtol=1e-5, atol=1e-5)

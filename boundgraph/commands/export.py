@@ -45,39 +45,31 @@ def run(args) -> int:
         return 0
     from .verify import checkpoint_dataset, load_model
 
+    kwargs = None
     if args.model_kwargs:
         try:
             kwargs = json.loads(args.model_kwargs)
         except json.JSONDecodeError as e:
             raise InputError(f"--model-kwargs is not valid JSON: {e}") from None
-        from models import get_model
-
         if not args.model:
             raise InputError("--model-kwargs needs --model")
-        model = get_model(args.model, **kwargs)
-        if args.checkpoint:
-            base = load_model(args.model, args.checkpoint, args.dataset)
-            model.load_state_dict(base.state_dict())
-        model.eval()
-    else:
-        if args.dataset is None and args.checkpoint:
-            args.dataset = checkpoint_dataset(args.checkpoint)
-        model = load_model(args.model, args.checkpoint, args.dataset or "mnist")
-    shape = _input_shape(model, args)
+        if not isinstance(kwargs, dict):
+            raise InputError("--model-kwargs must be a JSON object, e.g. '{\"width\": 32}'")
+    if args.dataset is None and args.checkpoint:
+        args.dataset = checkpoint_dataset(args.checkpoint)
+    model = load_model(args.model, args.checkpoint, args.dataset or "mnist", kwargs)
+    shape = _input_shape(args.dataset, kwargs)
     x = torch.rand((2, *shape))
     export_onnx(model, x, args.out, opset=args.opset)
     print(f"wrote {args.out} (input (batch, {', '.join(map(str, shape))}))")
     return 0
 
 
-def _input_shape(model, args):
+def _input_shape(dataset, kwargs):
     from ..data import dataset_info
 
-    info = dataset_info(args.dataset or "mnist")
-    shape = info.shape
-    if args.model_kwargs:
-        kw = json.loads(args.model_kwargs)
-        c = kw.get("in_channels", info.channels)
-        s = kw.get("in_size", info.size)
-        shape = (c, s, s)
-    return shape
+    info = dataset_info(dataset or "mnist")
+    if not kwargs:
+        return info.shape
+    s = kwargs.get("in_size", info.size)
+    return (kwargs.get("in_channels", info.channels), s, s)

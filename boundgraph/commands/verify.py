@@ -120,14 +120,16 @@ def _run_instances(args) -> int:
     return 1 if wrong else 0
 
 
-def load_model(name: str | None, checkpoint: str | None, dataset: str | None = None):
+def load_model(name: str | None, checkpoint: str | None, dataset: str | None = None,
+               model_kwargs: dict | None = None):
     """A zoo model (``name``) with the weights of a checkpoint, if given.
 
     A full ``boundgraph train`` checkpoint is loaded with the training package's loader (so its
     data set shape and input normalisation are rebuilt as trained). Otherwise a ``torch.save``
     dict with ``model_state`` and, when ``name`` is not given, ``model_name`` (and optionally
-    ``model_kwargs``) works, and so does a bare state dict with ``name``; without
-    ``model_kwargs`` the model is built for ``dataset``'s image shape."""
+    ``model_kwargs``) works, and so does a bare state dict with ``name``; ``model_kwargs``
+    given here win over a checkpoint's; without any the model is built for ``dataset``'s image
+    shape."""
     import torch
 
     from models import get_model
@@ -158,6 +160,8 @@ def load_model(name: str | None, checkpoint: str | None, dataset: str | None = N
             raise InputError(f"checkpoint '{checkpoint}' does not name its model; pass --model")
     if name is None:
         raise InputError("--model NAME is needed")
+    if model_kwargs is not None:
+        kwargs = model_kwargs
     if kwargs is None:
         kwargs = {}
         if dataset is not None:
