@@ -172,7 +172,7 @@ class BoundedModule(nn.Module):
         if tuple(intervals[g.input].lower.shape) != tuple(x.shape):
             raise InputError(f"intervals were computed for an input of shape "
                              f"{tuple(intervals[g.input].lower.shape)}, not {tuple(x.shape)}")
-        return dict(intervals)
+        return intervals
 
     def _check_spec(self, C, B, K, x):
         if C is None:

@@ -102,6 +102,7 @@ class BoundGraph:
         self.live = [n for n in self.nodes.values() if n.name in keep]
         self.batched_order = [n.name for n in self.live if n.batched]
         self.const_order = [n.name for n in self.live if not n.batched]
+        self._ancestors: dict[str, tuple[str, ...]] = {}  # batched_ancestors, per node
         self.consumers: dict[str, list[str]] = {
             name: [c for c in self.nx.successors(name) if c in keep] for name in keep
         }
@@ -111,16 +112,16 @@ class BoundGraph:
                 n.op.out_shape = n.shape
 
     # ----------------------------------------------------------------- structure queries
-    def batched_ancestors(self, name: str) -> list[str]:
+    def batched_ancestors(self, name: str) -> tuple[str, ...]:
         """Batched nodes ``name`` depends on (itself included), in topological order.
 
         The graph does not change after construction, so each answer is computed once (every
         backward pass asks, and full CROWN starts thousands of them)."""
-        cache = self.__dict__.setdefault("_ancestors_cache", {})
+        cache = self._ancestors
         if name not in cache:
             anc = nx.ancestors(self.nx, name) | {name}
             cache[name] = tuple(n for n in self.batched_order if n in anc)
-        return list(cache[name])
+        return cache[name]
 
     def op_nodes(self) -> list[Node]:
         return [n for n in self.live if n.kind == "op"]

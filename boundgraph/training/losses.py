@@ -31,6 +31,7 @@ Everything goes through the public API, so it works on any traced model.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -87,7 +88,7 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
     beta = float(beta)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    K = num_classes or _num_outputs(bm)
+    K = num_classes or math.prod(bm.graph.output_shape)
     C = margin_spec(y, K, dtype=x.dtype)
     ptb = LinfBall(float(eps), lower=lower, upper=upper)
     # one interval pass serves both margins: CROWN-IBP reuses its intervals
@@ -104,14 +105,6 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
     else:
         m = (1.0 - beta) * m_ibp + beta * m_crown
     return (m, intervals) if return_intermediate else m
-
-
-def _num_outputs(bm) -> int:
-    shape = bm.graph.output_shape
-    k = 1
-    for s in shape:
-        k *= s
-    return k
 
 
 @dataclass
