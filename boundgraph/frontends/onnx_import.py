@@ -31,13 +31,14 @@ Checking
     :class:`~boundgraph.errors.BoundGraphError`. Nodes without a rule are collected and reported
     together in one :class:`~boundgraph.errors.UnsupportedOpError`.
 
-Supported ONNX ops (default domain, opsets 7 to current): Gemm, MatMul (a constant on either
-side), Add, Sub, Mul, Div, Neg, Relu, LeakyRelu, Sigmoid, Tanh, Conv (1-d and 2-d, pads,
-strides, dilations, groups, auto_pad), BatchNormalization (inference), MaxPool, AveragePool,
-GlobalAveragePool, Flatten, Reshape, Transpose, Concat, Pad, Squeeze, Unsqueeze, Identity,
-Dropout (inference), Cast (to the same float type), Sum, Constant, Shape, Size, and any op whose
-inputs are all constant. Ops whose rule lives in a part of :mod:`boundgraph.ops` that is not
-there (an older or trimmed install) are reported as unsupported.
+Supported ONNX ops (default domain, opsets 7 to current; the table ``_CONVERTERS`` is the
+authority, and an unsupported-op error lists it): Gemm, MatMul (a constant on either side),
+Add, Sub, Mul, Div, Sum, Neg, Abs, Pow (square), Relu, LeakyRelu, Clip, Sigmoid, Tanh, Softplus,
+Elu, Selu, Gelu, Conv (1-d and 2-d, pads, strides, dilations, groups, auto_pad),
+BatchNormalization (inference), MaxPool, AveragePool, GlobalAveragePool, ReduceMean, ReduceSum,
+Flatten, Reshape, Transpose, Concat, Split, Slice, Gather, Expand, Pad, Squeeze, Unsqueeze,
+Identity, Dropout (inference), Cast (to the same float type), Constant, Shape, Size, and any op
+whose inputs are all constant.
 """
 from __future__ import annotations
 
