@@ -129,18 +129,18 @@ class BoundedModule(nn.Module):
         A = spec.view(spec.shape[0], spec.shape[1], *out_shape) if spec is not None else \
             torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
 
-        if method == "ibp" and spec is None:
-            lb, ub = out
-            lb, ub = (lb if bound_lower else None), (ub if bound_upper else None)
-            return (lb, ub, bounds) if return_intermediate else (lb, ub)
-        lb, ub = elided_interval(ctx, bounds, A, bound_lower, bound_upper)
+        if spec is None:  # the output's own interval (one step back would give no more)
+            lb = out.lower.reshape(B, K) if bound_lower else None
+            ub = out.upper.reshape(B, K) if bound_upper else None
+        else:  # C folded into the output op: tighter than C applied to the output's interval
+            lb, ub = elided_interval(ctx, bounds, A, bound_lower, bound_upper)
         if method != "ibp":
             cl, cu = output_bounds(ctx, bounds, A, bound_lower, bound_upper)
             lb = torch.maximum(lb, cl) if bound_lower else None
             ub = torch.minimum(ub, cu) if bound_upper else None
-        if spec is None:  # the output's own interval can beat the relaxation of a nonlinear op
-            lb = None if lb is None else torch.maximum(lb.reshape(B, *out_shape), out.lower)
-            ub = None if ub is None else torch.minimum(ub.reshape(B, *out_shape), out.upper)
+        if spec is None:
+            lb = None if lb is None else lb.reshape(B, *out_shape)
+            ub = None if ub is None else ub.reshape(B, *out_shape)
         return (lb, ub, bounds) if return_intermediate else (lb, ub)
 
     def interval_bounds(self, x: torch.Tensor, perturbation: Perturbation
