@@ -38,6 +38,7 @@ class MaxPool2d(Op):
         s = _pair(stride) if stride not in (None, [], ()) else k
         super().__init__(kernel_size=k, stride=s, padding=_pair(padding),
                          dilation=_pair(dilation), ceil_mode=bool(ceil_mode))
+        self._position_cache: dict = {}  # (H, W, device) -> _positions
 
     def forward(self, x):
         a = self.attrs
@@ -67,9 +68,15 @@ class MaxPool2d(Op):
         return cols.view(N, C, kh * kw, Ho * Wo)
 
     def _positions(self, H, W, device):
-        """Flat input index (``h * W + w``) of each window entry, ``-1`` for padding: (K, L)."""
-        pos = torch.arange(H * W, dtype=torch.float64, device=device).view(1, 1, H, W)
-        return self._windows(pos, -1.0)[0, 0].long()
+        """Flat input index (``h * W + w``) of each window entry, ``-1`` for padding: (K, L).
+
+        Depends on shapes only, so it is built once per size and device."""
+        cache = self._position_cache
+        key = (H, W, str(device))
+        if key not in cache:
+            pos = torch.arange(H * W, dtype=torch.float64, device=device).view(1, 1, H, W)
+            cache[key] = self._windows(pos, -1.0)[0, 0].long()
+        return cache[key]
 
     def _lines(self, x: Interval):
         """Per window: lower index ``j``; upper index ``k``, its offset ``gap``, the constant
