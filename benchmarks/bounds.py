@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 
-from .common import machine_stamp, md_table, median_time, peak_rss_mb, write_results
+from .common import (machine_stamp, md_table, median_time, peak_rss_mb, run_isolated,
+                     write_results, zoo_model)
 
 MODELS = {"mlp": {}, "cnn_4layer": {}, "cnn7": {}}
 
@@ -29,16 +29,9 @@ def run_one(model_name: str, batch: int, methods: list[str], repeats: int, eps: 
     import torch
 
     import boundgraph as bg
-    import models
 
     torch.set_num_threads(2)
-    torch.manual_seed(seed)
-    model = models.get_model(model_name, in_size=in_size).eval()
-    # non-trivial BatchNorm statistics, as after training
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+    model = zoo_model(model_name, in_size, seed)
     x = torch.rand(batch, 1, in_size, in_size)
     bm = bg.BoundedModule(model, x)
     out = {"model": model_name, "batch": batch, "eps": eps, "in_size": in_size}
@@ -92,12 +85,11 @@ def main(argv=None):
     for m, b, methods, reps, size in tqdm(plan, desc="bounds benchmark", unit="config"):
         cfg = dict(model_name=m, batch=b, methods=methods, repeats=reps, eps=args.eps,
                    in_size=size)
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.bounds", "--one", json.dumps(cfg)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            results.append({"model": m, "batch": b, "error": proc.stderr.strip().splitlines()[-1:]})
+        objs, error = run_isolated("benchmarks.bounds", cfg)
+        if error or not objs:
+            results.append({"model": m, "batch": b, "error": error or "no result"})
             continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results.append(objs[-1])
     rows = []
     for r in results:
         if "error" in r:

@@ -104,6 +104,22 @@ def mem_total_mb() -> float | None:
     return None
 
 
+def zoo_model(name: str, in_size: int, seed: int = 0):
+    """A zoo model for MNIST-size input in eval mode; BatchNorm layers get random running
+    statistics, as after training (the bounds and peers benchmarks use the same models)."""
+    import torch
+
+    import models
+
+    torch.manual_seed(seed)
+    model = models.get_model(name, in_size=in_size).eval()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
 def run_isolated(module: str, cfg: dict, timeout: float | None = None) -> tuple[list[dict], str]:
     """Run ``python -m <module> --one <cfg as JSON>`` in a fresh process (so its peak RSS is
     its own). The child prints one JSON object per line as it goes; returns the parsed

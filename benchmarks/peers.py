@@ -30,7 +30,7 @@ import argparse
 import json
 import sys
 
-from .common import (machine_stamp, md_table, median_time, reset_peak_rss, rss_now_mb,
+from .common import (zoo_model, machine_stamp, md_table, median_time, reset_peak_rss, rss_now_mb,
                      run_isolated, window_peak_rss_mb, write_results)
 
 PEER = "auto_LiRPA"
@@ -47,21 +47,6 @@ def peer_status() -> tuple[bool, str]:
     except Exception as e:  # ImportError, or a peer that fails on import with this torch
         return False, f"{type(e).__name__}: {e}"
     return True, str(getattr(auto_LiRPA, "__version__", "unknown version"))
-
-
-def make_model(name: str, in_size: int, seed: int = 0):
-    """A zoo model in eval mode; BatchNorm layers get random running statistics."""
-    import torch
-
-    import models
-
-    torch.manual_seed(seed)
-    model = models.get_model(name, in_size=in_size).eval()
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model
 
 
 def _measure(fn, repeats: int) -> tuple[float, float, object]:
@@ -103,7 +88,7 @@ def run_one(model_name: str, batch: int, methods, eps: float, in_size: int, repe
     import boundgraph as bg
 
     torch.set_num_threads(threads)
-    model = make_model(model_name, in_size, seed)
+    model = zoo_model(model_name, in_size, seed)
     x = torch.rand(batch, 1, in_size, in_size)
     out = {"model": model_name, "batch": batch, "eps": eps, "in_size": in_size}
     with torch.no_grad():
