@@ -2,13 +2,14 @@
 full-scale reference numbers.
 
 Reads the CPU-scale certified training results that ``python -m benchmarks.training
---collect RUN_DIR ...`` writes to ``results/training.json`` (tolerating its absence and a range
-of layouts: a list of run records under ``runs``/``results``/``rows``, flat or nested, errors as
-fractions or percentages, accuracy instead of error) and writes
-``results/certified.{json,md,png}`` with, per run: dataset, eps, model, method, epochs, wall
-time, clean error, PGD error, and certified error by IBP and by CROWN. Below the measured rows
-come the reference numbers of the full-scale recipes (CNN7 trained with improved IBP, Shi et al.
-2021, as quoted in Table 14.1 of the project's seed), labelled "published, not measured here".
+--collect RUN_DIR ...`` writes to ``results/training.json`` (``{"runs": [...]}``, one record per
+run with its config fields and, under ``test``, the ``boundgraph eval --out`` report, errors as
+fractions; a missing file only leaves the measured rows out, a file of another layout is an
+error) and writes ``results/certified.{json,md,png}`` with, per run: dataset, eps, model,
+method, epochs, wall time, clean error, PGD error, and certified error by IBP and by CROWN.
+Below the measured rows come the reference numbers of the full-scale recipes (CNN7 trained with
+improved IBP, Shi et al. 2021, as quoted in Table 14.1 of the project's seed), labelled
+"published, not measured here".
 
     python -m benchmarks.certified                    # reads results/training.json
     python -m benchmarks.certified --quick            # training_quick.json if present
@@ -34,104 +35,15 @@ PUBLISHED = [
      "method": "improved IBP (Shi et al. 2021)", "certified_error_published_range": [65.03, 65.05]},
 ]
 
-# field -> leaf key names (lower case, '-' read as '_') that hold it, most specific first
-ALIASES = {
-    "dataset": ["dataset", "data_set", "data"],
-    "eps": ["eps_test", "test_eps", "eval_eps", "eps", "epsilon", "eps_max", "eps_train"],
-    "model": ["model", "model_name", "arch", "architecture", "net"],
-    "method": ["method", "training_method", "train_method"],
-    "epochs": ["epochs", "num_epochs", "n_epochs", "epoch"],
-    "wall_time_s": ["wall_time_s", "wall_s", "train_time_s", "training_time_s", "train_s",
-                    "train_seconds", "wall_seconds", "total_time_s", "elapsed_s", "time_s"],
-    "clean_error": ["clean_error", "clean_err", "err_clean", "error_clean", "natural_error",
-                    "std_error", "standard_error", "test_error"],
-    "pgd_error": ["pgd_error", "pgd_err", "err_pgd", "error_pgd", "attack_error",
-                  "adversarial_error", "adv_error"],
-    "certified_error_ibp": ["certified_error_ibp", "verified_error_ibp", "ibp_certified_error",
-                            "ibp_verified_error", "cert_err_ibp", "ver_err_ibp", "ibp_error",
-                            "ibp_err", "err_ibp"],
-    "certified_error_crown": ["certified_error_crown", "verified_error_crown",
-                              "crown_certified_error", "crown_verified_error", "cert_err_crown",
-                              "ver_err_crown", "crown_error", "crown_err", "err_crown"],
-}
-# accuracies that can stand in for a missing error (error = 1 - accuracy)
-ACC_ALIASES = {
-    "clean_error": ["clean_acc", "clean_accuracy", "test_acc", "test_accuracy"],
-    "pgd_error": ["pgd_acc", "pgd_accuracy", "robust_acc", "adv_acc"],
-    "certified_error_ibp": ["certified_acc_ibp", "verified_acc_ibp", "ibp_verified_acc",
-                            "ibp_certified_acc"],
-    "certified_error_crown": ["certified_acc_crown", "verified_acc_crown",
-                              "crown_verified_acc", "crown_certified_acc"],
-}
 ERROR_FIELDS = ("clean_error", "pgd_error", "certified_error_ibp", "certified_error_crown")
-RECORD_LISTS = ("results", "runs", "rows", "records", "experiments")
-EVAL_LISTS = ("evals", "evaluations", "eval", "evaluation", "test", "metrics")
+# what benchmarks.training.collect writes per run, and what boundgraph eval writes under "test"
+# (boundgraph.training.evaluate: errors are fractions, None for a method or attack not run)
+RUN_KEYS = ("dataset", "model", "method", "epochs", "train_time_s", "test")
+TEST_KEYS = ("eps", "num_examples", "num_examples_crown") + ERROR_FIELDS
 
 
-def _norm(key: str) -> str:
-    return key.lower().replace("-", "_").replace(" ", "_")
-
-
-def _flatten(d: dict, prefix=()) -> dict[tuple, object]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (_norm(str(k)),)))
-        else:
-            out[prefix + (_norm(str(k)),)] = v
-    return out
-
-
-def _lookup(flat: dict[tuple, object], names: list[str], numeric=False):
-    """The value of the shallowest key whose leaf is the first matching name (numbers only if
-    ``numeric``, else strings only); nested keys like ``("final", "ibp", "certified_error")``
-    also match ``ibp_certified_error``."""
-    for name in names:
-        hits = []
-        for path, v in flat.items():
-            joined = "_".join(path[-2:]) if len(path) >= 2 else path[-1]
-            if path[-1] == name or joined == name:
-                is_num = isinstance(v, (int, float)) and not isinstance(v, bool)
-                if (numeric and not is_num) or (not numeric and not isinstance(v, str)):
-                    continue
-                hits.append((len(path), v))
-        if hits:
-            return min(hits, key=lambda h: h[0])[1]
-    return None
-
-
-def _expand(records: list[dict]) -> list[dict]:
-    """Records holding a list of evaluations (one per eps) become one record per evaluation,
-    with the parent's fields."""
-    out = []
-    for r in records:
-        sub = next((r[k] for k in EVAL_LISTS if isinstance(r.get(k), list)
-                    and r[k] and all(isinstance(e, dict) for e in r[k])), None)
-        if sub is None:
-            out.append(r)
-            continue
-        parent = {k: v for k, v in r.items() if k not in EVAL_LISTS}
-        for e in sub:
-            out.append({**parent, **e})
-    return out
-
-
-def find_records(data) -> list[dict]:
-    """Run records in a training-results JSON (list, list under a usual key, or a dict of runs
-    keyed by name)."""
-    if isinstance(data, list):
-        return _expand([r for r in data if isinstance(r, dict)])
-    if not isinstance(data, dict):
-        return []
-    for key in RECORD_LISTS:
-        v = data.get(key)
-        if isinstance(v, list):
-            return _expand([r for r in v if isinstance(r, dict)])
-        if isinstance(v, dict) and v and all(isinstance(r, dict) for r in v.values()):
-            return _expand([{"name": k, **r} for k, r in v.items()])
-    if any(_lookup(_flatten(data), ALIASES[f], numeric=True) is not None for f in ERROR_FIELDS):
-        return _expand([data])  # a single run
-    return []
+class LayoutError(ValueError):
+    """A training-results file that is not what ``benchmarks.training --collect`` writes."""
 
 
 def eps_label(eps, dataset) -> str:
@@ -143,61 +55,58 @@ def eps_label(eps, dataset) -> str:
     return f"{eps:g}"
 
 
-def normalise(rec: dict, percent: bool | None = None, defaults: dict | None = None) -> dict:
-    """One table row from a run record: errors in percent (``*_pct``), None where absent.
-    ``percent``: whether the record's errors are already percentages (None: guess, True when
-    any error or accuracy value exceeds 1)."""
-    flat = _flatten({**(defaults or {}), **rec})
-    row = {"source": "measured"}
-    for f in ("dataset", "model", "method"):
-        row[f] = _lookup(flat, ALIASES[f])
-    for f in ("eps", "epochs", "wall_time_s"):
-        row[f] = _lookup(flat, ALIASES[f], numeric=True)
-    errs = {}
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def run_row(run) -> dict:
+    """One table row (errors in percent, ``*_pct``, None where not measured) from a run record
+    of ``benchmarks.training --collect``; ValueError saying what is wrong when it is not one."""
+    if not isinstance(run, dict) or not isinstance(run.get("test"), dict):
+        raise ValueError('not a run record with a "test" report')
+    test = run["test"]
+    missing = [k for k in RUN_KEYS if k not in run] + \
+        [f"test.{k}" for k in TEST_KEYS if k not in test]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    for k in TEST_KEYS:  # clean error always measured; the others None when not run
+        if not (_is_num(test[k]) or (test[k] is None and k in ERROR_FIELDS[1:])):
+            raise ValueError(f"test.{k} = {test[k]!r} is not a number")
+    row = {"source": "measured", "dataset": run["dataset"], "model": run["model"],
+           "method": run["method"], "eps": test["eps"], "epochs": run["epochs"],
+           "wall_time_s": run["train_time_s"]}
     for f in ERROR_FIELDS:
-        v = _lookup(flat, ALIASES[f], numeric=True)
-        if v is not None:
-            errs[f] = ("error", float(v))
-        else:
-            a = _lookup(flat, ACC_ALIASES[f], numeric=True)
-            if a is not None:
-                errs[f] = ("acc", float(a))
-    if percent is None:
-        percent = any(v > 1.0 for _, v in errs.values())
-    full = 100.0 if percent else 1.0
-    for f in ERROR_FIELDS:
-        if f in errs:
-            kind, v = errs[f]
-            v = v if kind == "error" else full - v
-            row[f + "_pct"] = v * (1.0 if percent else 100.0)
-        else:
-            row[f + "_pct"] = None
-    row["num_examples"] = _lookup(flat, ["num_examples", "n_test", "test_examples"], numeric=True)
-    row["num_examples_crown"] = _lookup(flat, ["num_examples_crown"], numeric=True)
+        row[f + "_pct"] = None if test[f] is None else float(test[f]) * 100.0
+    row["num_examples"] = test["num_examples"]
+    row["num_examples_crown"] = test["num_examples_crown"]
     row["eps_label"] = eps_label(row["eps"], row["dataset"])
     return row
 
 
 def collect(path: Path) -> tuple[list[dict], str]:
-    """Measured rows from a training-results file, and a note on what was read."""
+    """Measured rows from a training-results file, and a note on what was read. A missing
+    file gives no rows; one that is not what ``benchmarks.training --collect`` writes raises
+    :class:`LayoutError` naming it."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return [], f"`{path.name}` not found: no CPU-scale runs to show yet"
-    except (OSError, json.JSONDecodeError) as e:
-        return [], f"`{path.name}` could not be read ({e})"
-    recs = find_records(data)
-    percent = None
-    if isinstance(data, dict):
-        unit = str(data.get("error_unit") or data.get("units") or "").lower()
-        percent = True if unit.startswith(("percent", "%")) else \
-            False if unit.startswith("frac") else None
-    defaults = {k: data[k] for k in ("dataset", "model", "method", "epochs", "eps")
-                if isinstance(data, dict) and k in data and not isinstance(data[k], (dict, list))}
-    rows = [normalise(r, percent, defaults) for r in recs]
-    rows = [r for r in rows if any(r[f + "_pct"] is not None for f in ERROR_FIELDS)]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LayoutError(f"{path}: not a readable JSON file ({e})") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list):
+        raise LayoutError(f'{path}: expected a JSON object with a list of runs under "runs", '
+                          "as `python -m benchmarks.training --collect` writes")
+    rows = []
+    for i, run in enumerate(runs):
+        try:
+            rows.append(run_row(run))
+        except ValueError as e:
+            raise LayoutError(f"{path}: runs[{i}] is not a collected training run ({e})") \
+                from None
     if not rows:
-        return [], f"`{path.name}` holds no run with error figures"
+        return [], f"`{path.name}` holds no runs"
     return rows, f"{len(rows)} row(s) from `{path.name}`"
 
 
@@ -274,7 +183,11 @@ def main(argv=None) -> int:
         names = (["training_quick.json"] if args.quick else []) + ["training.json"]
         cands = [d / n for d in dict.fromkeys([results_dir(), RESULTS]) for n in names]
         src = next((c for c in cands if c.exists()), results_dir() / "training.json")
-    measured, note = collect(src)
+    try:
+        measured, note = collect(src)
+    except LayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     payload = {"benchmark": "certified", "quick": args.quick, "machine": machine_stamp(),
                "command": "python -m benchmarks.certified" + (" --quick" if args.quick else ""),
                "source": str(src), "source_note": note, "rows": measured + published_rows()}

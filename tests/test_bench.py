@@ -99,6 +99,28 @@ def test_suite_quick_writes_only_quick_files(_results_in_tmp, capsys):
     assert after == before  # committed results untouched
 
 
+@pytest.mark.parametrize("b", suite.BENCHMARKS, ids=lambda b: b.name)
+def test_suite_declares_module_options(b, monkeypatch):
+    """The suite's table says which options each benchmark module takes (no --help parsing at
+    run time): check the declarations against the module's own argument parser."""
+    import argparse
+    import importlib
+
+    seen = {}
+
+    def grab(parser, *args, **kwargs):
+        seen["options"] = set(parser._option_string_actions)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    with pytest.raises(SystemExit):
+        importlib.import_module(b.module).main([])
+    opts = seen["options"]
+    assert ("--quick" in opts) == b.own_quick
+    wanted = [a for a in (*(b.quick_fallback or ()), *b.args) if a.startswith("--")]
+    assert not [a for a in wanted if a not in opts]
+
+
 def test_run_benchmark_skips_missing_module(tmp_path):
     b = suite.Benchmark("ghost", "benchmarks.no_such_module", "nothing", ("ghost",))
     rec = suite.run_benchmark(b, suite.parse_args(["--quick"]), tmp_path, None, tmp_path)
@@ -302,20 +324,23 @@ def test_certified_reads_collected_runs(tmp_path):
     assert certified._crown(r) == "10.00 (n=50)"
 
 
-def test_certified_tolerates_other_layouts(tmp_path):
-    # percentages, accuracies, one record per evaluation eps
-    rec = {"dataset": "cifar10", "model": "cnn7", "method": "crown-ibp",
-           "evals": [{"eps": 2 / 255, "clean_acc": 40.0, "pgd_error": 55.0,
-                      "ibp_verified_error": 70.0},
-                     {"eps": 8 / 255, "clean_acc": 40.0, "pgd_error": 65.0,
-                      "ibp_verified_error": 80.0}]}
-    rows, _ = certified.collect(_training_json(tmp_path, {"results": [rec]}))
-    assert [r["eps_label"] for r in rows] == ["2/255", "8/255"]
-    assert rows[0]["clean_error_pct"] == pytest.approx(60.0)
-    assert rows[1]["certified_error_ibp_pct"] == pytest.approx(80.0)
-    assert rows[0]["certified_error_crown_pct"] is None
+def test_certified_rejects_other_layouts(tmp_path, capsys):
+    """Only what ``benchmarks.training --collect`` writes is read; anything else is an error
+    naming the file, and a missing file only leaves the measured rows out."""
     rows, note = certified.collect(tmp_path / "missing.json")
     assert rows == [] and "not found" in note
+    run = {"method": "ibp", "model": "m", "dataset": "mnist", "eps": 0.1, "epochs": 1,
+           "train_time_s": 1.0, "test": {"eps": 0.1, "num_examples": 10, "clean_error": 0.1}}
+    for payload, what in [({"results": [run]}, '"runs"'), ([run], '"runs"'),
+                          ({"runs": [run]}, "missing test.num_examples_crown"),
+                          ({"runs": [{"method": "ibp"}]}, '"test"')]:
+        path = _training_json(tmp_path, payload)
+        with pytest.raises(certified.LayoutError, match=what) as e:
+            certified.collect(path)
+        assert str(path) in str(e.value)
+    path.write_text("not json")
+    assert certified.main(["--training", str(path)]) == 1
+    assert str(path) in capsys.readouterr().err
 
 
 def test_certified_main_has_published_rows(_results_in_tmp, tmp_path):
