@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from .engines.alpha import alpha_output_bounds
 from .engines.backward import crown_intermediate, elided_interval, output_bounds
 from .engines.context import Context
 from .engines.interval import interval_pass
@@ -15,7 +16,7 @@ from .ops.activations import RELU_LOWER
 from .ops.base import Interval
 from .perturbation import Perturbation
 
-METHODS = ("ibp", "crown-ibp", "crown")
+METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
 class BoundedModule(nn.Module):
@@ -59,7 +60,7 @@ class BoundedModule(nn.Module):
                        C: torch.Tensor | None = None, *, bound_lower: bool = True,
                        bound_upper: bool = True, relu_lower: str = "adaptive",
                        max_elements: int = 2 ** 25, return_intermediate: bool = False,
-                       intervals: dict[str, Interval] | None = None):
+                       intervals: dict[str, Interval] | None = None, alpha_steps: int = 20):
         """Lower and upper bounds of ``C f(x')`` (or ``f(x')``) for all ``x'`` in the set.
 
         Parameters
@@ -70,8 +71,10 @@ class BoundedModule(nn.Module):
             :class:`~boundgraph.LinfBall` or :class:`~boundgraph.Box`.
         method:
             ``"ibp"`` (interval bound propagation), ``"crown-ibp"`` (CROWN backward pass from
-            the output with IBP intermediate bounds) or ``"crown"`` (every intermediate bound
-            a nonlinear rule needs is itself computed by a backward pass).
+            the output with IBP intermediate bounds), ``"crown"`` (every intermediate bound
+            a nonlinear rule needs is itself computed by a backward pass) or ``"alpha-crown"``
+            (CROWN, then the output's backward pass with the lower slopes of unstable ReLUs
+            optimised per specification row; never looser than ``"crown"``).
         C:
             specification ``(B, S, K)`` or ``(S, K)`` over the flattened output of size ``K``
             (see :func:`~boundgraph.margin_spec`); ``None`` bounds the output itself.
@@ -93,7 +96,9 @@ class BoundedModule(nn.Module):
             same ``x``, perturbation and parameters; ``"ibp"`` and ``"crown-ibp"`` then skip
             their interval pass (e.g. IBP and CROWN-IBP margins of one training batch from one
             pass). Not checked against ``x``: passing intervals of another input gives wrong
-            bounds. Ignored by ``"crown"``, which computes its own.
+            bounds. Ignored by ``"crown"`` and ``"alpha-crown"``, which compute their own.
+        alpha_steps:
+            Adam steps (rate 0.1) of ``"alpha-crown"``'s slope optimisation.
 
         Returns
         -------
@@ -111,6 +116,8 @@ class BoundedModule(nn.Module):
                              f"got {type(perturbation).__name__}")
         if not (bound_lower or bound_upper):
             raise InputError("at least one of bound_lower and bound_upper must be true")
+        if isinstance(alpha_steps, bool) or not isinstance(alpha_steps, int) or alpha_steps < 0:
+            raise InputError(f"alpha_steps must be an integer >= 0, got {alpha_steps!r}")
         self._check_input(x)
         out_shape = self.graph.output_shape
         K = math.prod(out_shape)
@@ -119,7 +126,7 @@ class BoundedModule(nn.Module):
 
         ctx = self._context(x, perturbation, dict(relu_lower=relu_lower,
                                                   max_elements=max_elements))
-        if method == "crown":
+        if method in ("crown", "alpha-crown"):
             bounds = crown_intermediate(ctx)
         elif intervals is not None:
             bounds = self._check_intervals(intervals, x)
@@ -134,8 +141,12 @@ class BoundedModule(nn.Module):
             ub = out.upper.reshape(B, K) if bound_upper else None
         else:  # C folded into the output op: tighter than C applied to the output's interval
             lb, ub = elided_interval(ctx, bounds, A, bound_lower, bound_upper)
-        if method != "ibp":
+        if method == "alpha-crown":
+            cl, cu = alpha_output_bounds(ctx, bounds, A, bound_lower, bound_upper,
+                                         steps=alpha_steps)
+        elif method != "ibp":
             cl, cu = output_bounds(ctx, bounds, A, bound_lower, bound_upper)
+        if method != "ibp":
             lb = torch.maximum(lb, cl) if bound_lower else None
             ub = torch.minimum(ub, cu) if bound_upper else None
         if spec is None:

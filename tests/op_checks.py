@@ -8,7 +8,7 @@ import torch
 import boundgraph as bg
 from oracle import assert_sound
 
-METHODS = ("ibp", "crown-ibp", "crown")
+METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
 @pytest.fixture(autouse=True, scope="module")

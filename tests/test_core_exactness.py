@@ -7,7 +7,7 @@ import boundgraph as bg
 from boundgraph.engines.backward import crown_intermediate
 from boundgraph.engines.interval import interval_pass
 
-METHODS = ["ibp", "crown-ibp", "crown"]
+METHODS = ["ibp", "crown-ibp", "crown", "alpha-crown"]
 
 
 def _true_range_affine(W, b, lo, hi):

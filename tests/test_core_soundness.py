@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import boundgraph as bg
 from oracle import assert_sound
 
-METHODS = ["ibp", "crown-ibp", "crown"]
+METHODS = ["ibp", "crown-ibp", "crown", "alpha-crown"]
 
 
 class Normalised(nn.Module):

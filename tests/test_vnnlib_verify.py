@@ -308,7 +308,7 @@ def test_certified_accuracy_on_a_synthetic_data_set():
     assert 0.0 <= big["certified_fraction"] <= small["certified_fraction"] <= zero["clean"]
     assert big["certified_fraction"] <= big["pgd_robust"]
     assert sum(small["by_method"].values()) == small["certified"]
-    assert set(small["by_method"]) == {"ibp", "crown-ibp", "crown"}
+    assert set(small["by_method"]) == {"ibp", "crown-ibp", "crown", "alpha-crown"}
     only = certified_accuracy(net, ds, 0.01, method="ibp", progress=False)
     assert only["certified"] <= small["certified"]
 
@@ -370,3 +370,26 @@ def test_a_point_on_a_strict_boundary_is_never_a_counterexample():
     dj = prop.disjuncts[0]
     assert dj.contains([0.5], [0.5]) and not dj.contains([0.5], [0.5], strict=True)
     assert dj.contains([0.25], [0.75], strict=True)
+
+
+def test_auto_ladder_ends_with_alpha_crown_which_proves_what_fixed_slopes_cannot():
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                              torch.nn.ReLU(), torch.nn.Linear(16, 2)).double()
+    lo, hi = -torch.ones(1, 4, dtype=torch.float64), torch.ones(1, 4, dtype=torch.float64)
+    bm = bg.BoundedModule(net, lo)
+    C = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
+    box, x = bg.Box(lo, hi), torch.zeros(1, 4, dtype=torch.float64)
+    with torch.no_grad():
+        fixed = max(bm.compute_bounds(x, box, method=m, C=C, bound_upper=False,
+                                      relu_lower=mode)[0].item()
+                    for m in ("ibp", "crown-ibp", "crown") for mode in ("adaptive", "zero",
+                                                                        "parallel"))
+        alpha = bm.compute_bounds(x, box, method="alpha-crown", C=C, bound_upper=False)[0].item()
+    assert alpha > fixed + 1e-3
+    d = (fixed + alpha) / 2  # unsafe: y_0 - y_1 <= d, which alpha-CROWN alone rules out
+    prop = Property(4, 2, [Disjunct([-1.0] * 4, [1.0] * 4, [[1.0, -1.0]], [d])])
+    res = verify(bm, prop, timeout=20, bisect=False)
+    assert res.verdict == "unsat", res
+    assert res.details["methods"][-1] == "alpha-crown"
+    assert "crown[zero]" in res.details["methods"]

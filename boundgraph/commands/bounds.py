@@ -12,7 +12,7 @@ def register(sub):
     p.add_argument("--model", required=True, help="zoo model name (see models.MODELS)")
     p.add_argument("--eps", type=float, required=True, help="l-inf radius (input scale [0, 1])")
     p.add_argument("--method", default="all",
-                   help="ibp, crown-ibp, crown, or all (default: all)")
+                   help="ibp, crown-ibp, crown, alpha-crown, or all (default: all)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--in-channels", type=int, default=1)
     p.add_argument("--in-size", type=int, default=28)
@@ -65,8 +65,8 @@ def run(args) -> int:
         print(json.dumps(report))
         return 0
     print(f"{args.model}: batch {args.batch}, eps {args.eps}, traced in {trace_s:.2f} s")
-    print(f"{'method':<10} {'time (s)':>10} {'mean lower margin':>18} {'mean width':>12} verified")
+    print(f"{'method':<11} {'time (s)':>10} {'mean lower margin':>18} {'mean width':>12} verified")
     for m, r in report["methods"].items():
-        print(f"{m:<10} {r['time_s']:>10.4f} {r['mean_margin_lower']:>18.4g} "
+        print(f"{m:<11} {r['time_s']:>10.4f} {r['mean_margin_lower']:>18.4g} "
               f"{r['mean_width']:>12.4g} {r['verified']}/{args.batch}")
     return 0

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--pgd-steps", type=int, default=20, help="0 skips the attack")
     p.add_argument("--pgd-restarts", type=int, default=1)
     p.add_argument("--methods", default="ibp,crown-ibp,crown",
-                   help="comma-separated bound methods (default: ibp,crown-ibp,crown)")
+                   help="comma-separated bound methods among ibp, crown-ibp, crown, alpha-crown "
+                        "(default: ibp,crown-ibp,crown)")
     p.add_argument("--crown-limit", type=int, default=50,
                    help="run full CROWN on the first N examples only (default 50; -1: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's restarts")
@@ -111,4 +112,8 @@ def format_report(r: dict) -> str:
              + (f"   (first {r['num_examples_crown']} examples)"
                 if r['certified_error_crown'] is not None
                 and r['num_examples_crown'] != r['num_examples'] else "")]
+    if r.get("certified_error_alpha_crown") is not None:
+        lines.append(f"  certified error a-CROWN  {pct(r['certified_error_alpha_crown'])}"
+                     + (f"   (first {r['num_examples_crown']} examples)"
+                        if r['num_examples_crown'] != r['num_examples'] else ""))
     return "\n".join(lines)

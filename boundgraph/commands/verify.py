@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-timeout", type=float, default=None,
                    help="cap on the csv's per-instance timeouts")
     p.add_argument("--method", default="auto",
-                   help="auto (IBP, CROWN-IBP, CROWN, then bisection) or ibp, crown-ibp, crown")
+                   help="auto (IBP, CROWN-IBP, CROWN, alpha-CROWN, then bisection) or ibp, "
+                        "crown-ibp, crown, alpha-crown")
     p.add_argument("--no-bisect", action="store_true", help="do not split input boxes")
     p.add_argument("--out", metavar="FILE",
                    help="result file (one property) or results csv (--instances)")

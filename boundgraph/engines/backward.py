@@ -86,6 +86,8 @@ def _window_step(ctx, name, op, vals, la, ua, origin):
     g = ctx.graph
     node = g.nodes[name]
     size = _size(la, ua)
+    if name in ctx.slopes:  # per-element slopes cover the whole node
+        return None
     if hasattr(op, "backward_window"):
         return op.backward_window(la, ua, origin, *vals, opts=ctx.opts)
     if not op.pointwise:
@@ -142,7 +144,7 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
         step = _window_step(ctx, name, op, vals, la, ua, org) if org is not None else None
         if step is None:
             la, ua = _densify(la, ua, org, node.shape)
-            per_input, bl, bu = op.backward(la, ua, *vals, opts=ctx.opts)
+            per_input, bl, bu = op.backward(la, ua, *vals, opts=ctx.opts_for(name))
             new_origin = None
         else:
             per_input, bl, bu, new_origin = step

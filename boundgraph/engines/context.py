@@ -17,9 +17,17 @@ class Context:
     opts: dict = field(default_factory=dict)
     ops: dict[str, Any] = field(default_factory=dict)  # node -> op (after bind)
     overrides: dict[str, dict[int, Any]] = field(default_factory=dict)
+    #: node -> its op's ``kink_slope`` tensor for backward steps (set by alpha-CROWN)
+    slopes: dict[str, Any] = field(default_factory=dict)
 
     def op(self, name):
         return self.ops.get(name) or self.graph.nodes[name].op
+
+    def opts_for(self, name: str) -> dict:
+        """Options for node ``name``'s rules: the shared ones plus its own kink slopes."""
+        if name not in self.slopes:
+            return self.opts
+        return {**self.opts, "kink_slope": self.slopes[name]}
 
     def inputs(self, name: str, bounds: dict[str, Interval | None]) -> list:
         """Input values of node ``name``: the interval of a bounded input (``None`` if not

@@ -159,13 +159,30 @@ class ReLU(Elementwise):
     def refine_mask(self, index, bound: Interval):
         return (bound.lower < 0) & (bound.upper > 0)
 
+    kink_slope = True
+
+    def kink_slope_init(self, l, u, opts=None):
+        mode = _mode(opts)
+        if mode == "adaptive":
+            return (u >= -l).to(u.dtype)
+        if mode in ("zero", "one"):
+            return torch.full_like(u, float(mode == "one"))
+        return (u / torch.where(u > l, u - l, torch.ones_like(u))).clamp(0, 1)
+
     def relax(self, l, u, opts=None):
-        mode = (opts or {}).get("relu_lower", "adaptive")
+        opts = opts or {}
+        mode = opts.get("relu_lower", "adaptive")
         active = l >= 0
         unstable = (l < 0) & (u > 0)
         width = torch.where(unstable, u - l, torch.ones_like(u))
         up_slope = torch.where(unstable, u / width, active.to(u.dtype))
         up_bias = torch.where(unstable, -l * u / width, torch.zeros_like(u))
+        alpha = opts.get("kink_slope")
+        if alpha is not None:  # optimised lower slopes (alpha-CROWN); per row with a row axis
+            if alpha.dim() > l.dim():
+                unstable, active = unstable.unsqueeze(1), active.unsqueeze(1)
+            return torch.where(unstable, alpha.clamp(0, 1), active.to(u.dtype)), 0.0, \
+                up_slope, up_bias
         if mode == "adaptive":
             lo = (u >= -l).to(u.dtype)
         elif mode == "zero":

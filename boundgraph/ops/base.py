@@ -302,6 +302,15 @@ class Elementwise(Op):
     """
 
     pointwise = True
+    #: whether ``relax`` takes ``opts["kink_slope"]``: a tensor of values in ``[0, 1]``, shaped
+    #: like ``l`` or ``(B, S, *shape)`` (one per coefficient row), that places the slope of the
+    #: line through the op's kink between the two sides' slopes for elements across it; any such
+    #: value gives a sound line, so alpha-CROWN (:mod:`boundgraph.engines.alpha`) optimises it.
+    kink_slope = False
+
+    def kink_slope_init(self, l, u, opts=None):
+        """The ``kink_slope`` value of the default relaxation (``opts["relu_lower"]``)."""
+        raise NotImplementedError(f"{self.kind} has no optimisable kink slope")
 
     def needs_bounds(self, index: int) -> bool:
         return True
@@ -334,8 +343,17 @@ def _numel_out(op, x: Tensor) -> int:
 
 
 def _rowdot(A, v):
-    """``sum(A * v)`` per row without materialising the product: ``(B, S)``."""
+    """``sum(A * v)`` per row without materialising the product: ``(B, S)``. ``v`` is shaped
+    like one row (``(B, *shape)``) or like ``A`` (one per row)."""
+    if v.dim() == A.dim():
+        return (A * v).flatten(2).sum(-1)
     return torch.matmul(A.flatten(2), v.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+def _per_row(t, A):
+    """A line parameter (``(B, *shape)``, or ``(B, S, *shape)`` with one per row of ``A``) in
+    the layout of ``A`` (``(B, S, *shape)``)."""
+    return t.unsqueeze(1) if torch.is_tensor(t) and t.dim() < A.dim() else t
 
 
 def _is_zero(b) -> bool:
@@ -354,8 +372,9 @@ def relaxation_step(A, a_pos, b_pos, a_neg, b_neg):
         part, (a_base, b_base), (a_other, b_other) = A.clamp(max=0), (a_pos, b_pos), (a_neg, b_neg)
     else:
         part, (a_base, b_base), (a_other, b_other) = A.clamp(min=0), (a_neg, b_neg), (a_pos, b_pos)
-    da = (a_other - a_base).unsqueeze(1)
-    new = A * a_base.unsqueeze(1)
+    a_base, a_other = _per_row(a_base, A), _per_row(a_other, A)
+    da = a_other - a_base
+    new = A * a_base
     if torch.is_grad_enabled():
         new = torch.addcmul(new, part, da)  # one pass instead of a product and a sum
     else:
@@ -363,6 +382,8 @@ def relaxation_step(A, a_pos, b_pos, a_neg, b_neg):
     bias = 0.0
     if not _is_zero(b_base):
         bias = _rowdot(A, b_base)
+        if torch.is_tensor(b_other) and b_other.dim() != b_base.dim():  # one is per row
+            b_other, b_base = _per_row(b_other, A), _per_row(b_base, A)
         b_other = b_other - b_base
     if not _is_zero(b_other):
         bias = bias + _rowdot(part, b_other)

@@ -10,8 +10,9 @@ For each example (x, y) and radius eps (an L-inf ball clipped to the data domain
   (its margin bounds cannot all be positive when they are sound; it is counted either way).
 
 certified error >= PGD error >= clean error holds for sound bounds (a certified point cannot be
-attacked). Full CROWN is costly on large convolutional networks, so it may run on the first
-``crown_limit`` examples only; the report says how many examples each figure used.
+attacked). Full CROWN (and alpha-CROWN, which runs only when asked for) is costly on large
+convolutional networks, so it may run on the first ``crown_limit`` examples only; the report
+says how many examples each figure used.
 """
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ from ..perturbation import LinfBall
 from ..spec import margin_spec
 
 __all__ = ["evaluate", "dataset_tensors", "count_errors"]
+
+
+#: bound methods :func:`evaluate` runs unless told otherwise (``"alpha-crown"`` is opt-in)
+DEFAULT_METHODS = ("ibp", "crown-ibp", "crown")
+#: the costly methods that ``crown_limit`` restricts to the first examples
+_LIMITED = ("crown", "alpha-crown")
 
 
 def dataset_tensors(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +67,8 @@ def count_errors(bm: BoundedModule, x: torch.Tensor, y: torch.Tensor, eps: float
                  generator: torch.Generator | None = None) -> dict[str, int]:
     """Error counts of one batch: ``clean``, ``pgd`` (if ``pgd_steps`` > 0) and, per bound
     method, ``certified_<method>`` (errors = not certified). ``crown_mask`` (bool ``(B,)``)
-    restricts method ``"crown"`` to some examples; its count is then over those only."""
+    restricts methods ``"crown"`` and ``"alpha-crown"`` to some examples; their counts are
+    then over those only."""
     logits = bm(x)
     wrong = logits.argmax(1) != y
     out = {"clean": int(wrong.sum())}
@@ -76,7 +84,7 @@ def count_errors(bm: BoundedModule, x: torch.Tensor, y: torch.Tensor, eps: float
     K = logits.shape[1]
     for method in methods:
         xs, ys, wr = x, y, wrong
-        if method == "crown" and crown_mask is not None:
+        if method in _LIMITED and crown_mask is not None:
             xs, ys, wr = x[crown_mask], y[crown_mask], wrong[crown_mask]
             if len(xs) == 0:
                 out[f"certified_{method}"] = 0
@@ -92,7 +100,7 @@ def _key(method: str) -> str:
     return "certified_error_" + method.replace("-", "_")
 
 
-def evaluate(model, dataset, eps: float, methods: Sequence[str] = BOUND_METHODS, *,
+def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHODS, *,
              batch_size: int = 256, limit: int | None = None, pgd_steps: int = 20,
              pgd_restarts: int = 1, crown_limit: int | None = 50,
              domain: Sequence[float] = (0.0, 1.0), device: str | torch.device = "cpu",
@@ -105,18 +113,20 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = BOUND_METHODS,
         dataset: ``TensorDataset`` (or Subset of one, or ``(images, labels)``), images in
             ``domain``.
         eps: L-inf radius (>= 0).
-        methods: bound methods among ``"ibp"``, ``"crown-ibp"``, ``"crown"``.
+        methods: bound methods among ``"ibp"``, ``"crown-ibp"``, ``"crown"`` (the default
+            three) and ``"alpha-crown"``.
         limit: evaluate the first ``limit`` examples only.
         pgd_steps, pgd_restarts: the attack (``pgd_steps = 0`` skips it; ``pgd_error`` is then
             None).
-        crown_limit: full CROWN on the first ``crown_limit`` examples only (None: all).
+        crown_limit: full CROWN (and alpha-CROWN) on the first ``crown_limit`` examples only
+            (None: all).
         seed: random restarts of the attack.
         progress: show a tqdm progress bar (on stderr).
 
     Returns:
         A JSON-ready dict: ``eps``, ``num_examples``, ``clean_error``, ``pgd_error``,
-        ``certified_error_ibp``, ``certified_error_crown_ibp``, ``certified_error_crown``
-        (fractions in [0, 1]; None for a method not run), ``num_examples_crown``, ``pgd``
+        ``certified_error_ibp``, ``certified_error_crown_ibp``, ``certified_error_crown``,
+        ``certified_error_alpha_crown`` (fractions in [0, 1]; None for a method not run), ``num_examples_crown``, ``pgd``
         settings and ``time_s``.
     """
     from tqdm.auto import tqdm
@@ -153,7 +163,7 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = BOUND_METHODS,
             xb = X[start:start + batch_size].to(device)
             yb = Y[start:start + batch_size].to(device)
             mask = None
-            if "crown" in methods and crown_limit is not None:
+            if any(m in methods for m in _LIMITED) and crown_limit is not None:
                 idx = torch.arange(start, start + len(xb), device=device)
                 mask = idx < crown_limit
             counts = count_errors(bm, xb, yb, eps, methods, pgd_steps=pgd_steps,
@@ -176,11 +186,11 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = BOUND_METHODS,
     for m in BOUND_METHODS:
         if m not in methods:
             report[_key(m)] = None
-        elif m == "crown":
+        elif m in _LIMITED:
             report[_key(m)] = totals[f"certified_{m}"] / n_crown if n_crown else None
         else:
             report[_key(m)] = totals[f"certified_{m}"] / n
-    report["num_examples_crown"] = n_crown if "crown" in methods else 0
+    report["num_examples_crown"] = n_crown if any(m in methods for m in _LIMITED) else 0
     report["methods"] = methods
     report["pgd"] = {"steps": pgd_steps, "restarts": pgd_restarts}
     report["time_s"] = round(time.perf_counter() - t0, 3)
