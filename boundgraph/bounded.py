@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .engines.alpha import alpha_output_bounds
+from .engines.alpha import alpha_bounds
 from .engines.backward import crown_intermediate, elided_interval, output_bounds
 from .engines.context import Context
 from .engines.interval import interval_pass
@@ -60,7 +60,8 @@ class BoundedModule(nn.Module):
                        C: torch.Tensor | None = None, *, bound_lower: bool = True,
                        bound_upper: bool = True, relu_lower: str = "adaptive",
                        max_elements: int = 2 ** 25, return_intermediate: bool = False,
-                       intervals: dict[str, Interval] | None = None, alpha_steps: int = 20):
+                       intervals: dict[str, Interval] | None = None, alpha_steps: int = 20,
+                       alpha_time_limit: float | None = None):
         """Lower and upper bounds of ``C f(x')`` (or ``f(x')``) for all ``x'`` in the set.
 
         Parameters
@@ -73,8 +74,8 @@ class BoundedModule(nn.Module):
             ``"ibp"`` (interval bound propagation), ``"crown-ibp"`` (CROWN backward pass from
             the output with IBP intermediate bounds), ``"crown"`` (every intermediate bound
             a nonlinear rule needs is itself computed by a backward pass) or ``"alpha-crown"``
-            (CROWN, then the output's backward pass with the lower slopes of unstable ReLUs
-            optimised per specification row; never looser than ``"crown"``).
+            (CROWN with the lower slopes of unstable ReLUs optimised, per row of each
+            backward pass, for the bound asked for; never looser than ``"crown"``).
         C:
             specification ``(B, S, K)`` or ``(S, K)`` over the flattened output of size ``K``
             (see :func:`~boundgraph.margin_spec`); ``None`` bounds the output itself.
@@ -99,6 +100,9 @@ class BoundedModule(nn.Module):
             bounds. Ignored by ``"crown"`` and ``"alpha-crown"``, which compute their own.
         alpha_steps:
             Adam steps (rate 0.1) of ``"alpha-crown"``'s slope optimisation.
+        alpha_time_limit:
+            seconds after which ``"alpha-crown"`` stops optimising and uses the best slopes
+            found so far (None: no limit).
 
         Returns
         -------
@@ -118,6 +122,8 @@ class BoundedModule(nn.Module):
             raise InputError("at least one of bound_lower and bound_upper must be true")
         if isinstance(alpha_steps, bool) or not isinstance(alpha_steps, int) or alpha_steps < 0:
             raise InputError(f"alpha_steps must be an integer >= 0, got {alpha_steps!r}")
+        if alpha_time_limit is not None and not (alpha_time_limit >= 0):
+            raise InputError(f"alpha_time_limit must be >= 0 seconds, got {alpha_time_limit!r}")
         self._check_input(x)
         out_shape = self.graph.output_shape
         K = math.prod(out_shape)
@@ -126,15 +132,18 @@ class BoundedModule(nn.Module):
 
         ctx = self._context(x, perturbation, dict(relu_lower=relu_lower,
                                                   max_elements=max_elements))
-        if method in ("crown", "alpha-crown"):
+        A = spec.view(spec.shape[0], spec.shape[1], *out_shape) if spec is not None else \
+            torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
+        if method == "alpha-crown":
+            bounds, al, au = alpha_bounds(ctx, A, bound_lower, bound_upper, steps=alpha_steps,
+                                          time_limit=alpha_time_limit)
+        elif method == "crown":
             bounds = crown_intermediate(ctx)
         elif intervals is not None:
             bounds = self._check_intervals(intervals, x)
         else:
             bounds = interval_pass(ctx)
         out = bounds[self.graph.output]
-        A = spec.view(spec.shape[0], spec.shape[1], *out_shape) if spec is not None else \
-            torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
 
         if spec is None:  # the output's own interval (one step back would give no more)
             lb = out.lower.reshape(B, K) if bound_lower else None
@@ -142,8 +151,7 @@ class BoundedModule(nn.Module):
         else:  # C folded into the output op: tighter than C applied to the output's interval
             lb, ub = elided_interval(ctx, bounds, A, bound_lower, bound_upper)
         if method == "alpha-crown":
-            cl, cu = alpha_output_bounds(ctx, bounds, A, bound_lower, bound_upper,
-                                         steps=alpha_steps)
+            cl, cu = al, au
         elif method != "ibp":
             cl, cu = output_bounds(ctx, bounds, A, bound_lower, bound_upper)
         if method != "ibp":

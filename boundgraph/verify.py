@@ -260,8 +260,11 @@ class _Problem:
         box = Box(lo.reshape(N, *self.shape), hi.reshape(N, *self.shape))
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
+            extra = {}
+            if method == "alpha-crown":  # its optimisation stops when the time is up
+                extra["alpha_time_limit"] = max(0.0, self.left())
             lb, _ = self.bm.compute_bounds(x, box, method=method, C=group.C.unsqueeze(0),
-                                           bound_upper=False, relu_lower=relu_lower)
+                                           bound_upper=False, relu_lower=relu_lower, **extra)
         self.stats["bounded_boxes"] += N
         return lb
 

@@ -130,3 +130,31 @@ def test_kink_slope_init_matches_the_default_relaxation():
         got = relu.relax(l, u, {**opts, "kink_slope": a0})
         for r, g in zip(ref, got):
             torch.testing.assert_close(torch.as_tensor(g), torch.as_tensor(r))
+
+
+def test_a_zero_time_limit_stops_the_optimisation_at_crowns_bound():
+    model = _mlp(6)
+    x = torch.randn(2, 6)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.4)
+    cl, _ = bm.compute_bounds(x, ptb, method="crown", bound_upper=False)
+    al, _ = bm.compute_bounds(x, ptb, method="alpha-crown", bound_upper=False,
+                              alpha_time_limit=0.0)
+    torch.testing.assert_close(al, cl, rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="alpha_time_limit"):
+        bm.compute_bounds(x, ptb, method="alpha-crown", alpha_time_limit=-1.0)
+
+
+def test_intermediate_slopes_make_alpha_crown_tighter_than_output_slopes_alone():
+    model = _mlp(7, width=32)
+    x = torch.randn(2, 6)
+    bm = bg.BoundedModule(model, x)
+    C = bg.margin_spec(model(x).argmax(1), 5)
+    ptb = bg.LinfBall(0.4)
+    full, _ = bm.compute_bounds(x, ptb, method="alpha-crown", C=C, bound_upper=False)
+    # max_elements too small for any intermediate pass: only the output's slopes are free
+    out_only, _ = bm.compute_bounds(x, ptb, method="alpha-crown", C=C, bound_upper=False,
+                                    max_elements=1)
+    crown, _ = bm.compute_bounds(x, ptb, method="crown", C=C, bound_upper=False)
+    assert (out_only >= crown - 1e-6).all() and (full >= crown - 1e-6).all()
+    assert full.sum() > out_only.sum() + 1e-3

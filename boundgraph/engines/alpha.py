@@ -1,102 +1,185 @@
-"""alpha-CROWN on the output's backward pass: optimised lower slopes (Xu et al. 2021, "Fast
-and complete: enabling complete neural network verification with rapid and massively parallel
-incomplete verifiers"; free relaxation slopes go back to Lyu et al. 2020, "Fastened CROWN").
+"""alpha-CROWN: CROWN with optimised lower slopes (Xu et al. 2021, "Fast and complete:
+enabling complete neural network verification with rapid and massively parallel incomplete
+verifiers"; free relaxation slopes go back to Lyu et al. 2020, "Fastened CROWN").
 
 Across a kink, an op's line through the kink is sound for every slope between the slopes of the
 two sides (ReLU: ``alpha x <= relu(x)`` on ``[l, u]`` for every ``alpha`` in ``[0, 1]``), so a
-backward pass gives a valid bound for *any* such choice. The ops that say so
-(``op.kink_slope``) get one slope per element and per specification row; projected Adam
-maximises the lower bound (minimises the upper bound) of each row, starting from CROWN's own
-choice, and each row keeps the slopes of the best bound it reached. A last pass with those
-slopes returns bounds that are never looser than CROWN's with the same intermediate bounds,
-whatever the optimiser did, and are differentiable with respect to the model's parameters at
-the chosen slopes.
+backward pass gives a valid bound for *any* such choice. The ops that say so (``op.kink_slope``)
+get free slopes, one per element and per row of each backward pass: the output's pass (one row
+per specification row) and, where the coefficients fit in ``max_elements``, the passes that
+bound intermediate nodes (one row per neuron, separate slopes for its lower and upper bound),
+which are then recomputed from the slopes at every step. Projected Adam maximises the sum of the
+output's lower bounds (or minimises the upper ones), starting from CROWN's own slopes; each
+intermediate bound is intersected with CROWN's, so it never gets looser.
 
-Only the output's pass is optimised: intermediate bounds come from :func:`crown_intermediate`
-and are not re-optimised (the full method of Xu et al. also optimises the slopes used for each
-intermediate bound).
+The slopes of the step with the best objective give the result, which is intersected row by row
+with the CROWN bound: never looser than ``"crown"``, whatever the optimiser did, and
+differentiable with respect to the model's parameters at the chosen slopes.
 """
 from __future__ import annotations
+
+import math
+import time
 
 import torch
 
 from ..ops.base import Interval
-from .backward import backward_pass
+from .backward import backward_pass, crown_intermediate, needed_nodes, output_bounds
 from .context import Context
 
+_OUT = "<output>"
 
-def alpha_output_bounds(ctx: Context, bounds: dict[str, Interval], A, lower: bool = True,
-                        upper: bool = True, steps: int = 20, lr: float = 0.1):
-    """Bounds ``(lb, ub)`` (``(B, S)``, ``None`` for a side not asked for) of ``A f(x)`` by a
-    backward pass from the output whose kink slopes are optimised for ``steps`` Adam steps of
-    rate ``lr``, each side with its own slopes. ``A`` has shape ``(B or 1, S, *out_shape)``."""
-    g = ctx.graph
-    B, S = ctx.box.lower.shape[0], A.shape[1]
-    kinks = []
-    for name in g.batched_ancestors(g.output):
-        op = ctx.op(name)
-        if name != g.input and getattr(op, "kink_slope", False):
-            x = bounds[g.nodes[name].inputs[0]]
-            if bool(((x.lower < 0) & (x.upper > 0)).any()):
-                kinks.append((name, op, x.lower.detach(), x.upper.detach()))
+
+def alpha_bounds(ctx: Context, A, lower: bool = True, upper: bool = True, steps: int = 20,
+                 lr: float = 0.1, time_limit: float | None = None):
+    """``(bounds, lb, ub)``: CROWN's intermediate bounds and the optimised bounds of
+    ``A f(x)`` (``(B, S)``, ``None`` for a side not asked for). ``A`` has shape
+    ``(B or 1, S, *out_shape)``; each side is optimised on its own for ``steps`` steps, or
+    until ``time_limit`` seconds (counted from the call) have passed."""
+    deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
+    base = crown_intermediate(ctx)
+    crown = output_bounds(ctx, base, A, lower, upper)
+    if steps == 0:
+        return base, crown[0], crown[1]
+    plan = _plan(ctx, base)
     out = []
-    for side in ("lower", "upper"):
-        if not (lower if side == "lower" else upper):
+    for side, want, ref in (("lower", lower, crown[0]), ("upper", upper, crown[1])):
+        if not want:
             out.append(None)
             continue
-        lA, uA = (A, None) if side == "lower" else (None, A)
-        slopes = {}
-        for name, op, lo, hi in kinks:
-            a0 = op.kink_slope_init(lo, hi, ctx.opts)
-            slopes[name] = a0.unsqueeze(1).expand(B, S, *a0.shape[1:]).clone()
-        best = _optimise(ctx, bounds, lA, uA, slopes, steps, lr) if slopes else {}
-        try:
-            ctx.slopes = best
-            lb, ub = backward_pass(ctx, g.output, lA, uA, bounds)
-        finally:
-            ctx.slopes = {}
-        out.append(lb if side == "lower" else ub)
-    return out[0], out[1]
+        slopes = _initial_slopes(ctx, base, plan, side, A.shape[1])
+        if not slopes:
+            out.append(ref)
+            continue
+        best = _optimise(ctx, base, plan, A, side, slopes, steps, lr, deadline)
+        val = _pass(ctx, base, plan, A, side, best)
+        out.append(torch.maximum(val, ref) if side == "lower" else torch.minimum(val, ref))
+    return base, out[0], out[1]
 
 
-def _optimise(ctx, bounds, lA, uA, slopes, steps, lr) -> dict:
-    """Projected Adam on ``slopes`` (modified in place); the per-row best slopes."""
+def _rows(ctx, name, bound: Interval, consumers) -> torch.Tensor:
+    """Neurons of ``name`` worth bounding (the union over the batch of its consumers' masks)."""
+    B = bound.lower.shape[0]
+    mask = None
+    for cname, idx in consumers:
+        m = ctx.op(cname).refine_mask(idx, bound)
+        if m is None:
+            return torch.arange(bound.lower[0].numel(), device=bound.lower.device)
+        mask = m if mask is None else (mask | m)
+    return mask.reshape(B, -1).any(0).nonzero().flatten()
+
+
+def _kinks(ctx, start, base) -> list[str]:
+    """Nodes upstream of ``start`` whose op has a free kink slope and some element across it."""
     g = ctx.graph
-    fixed = {k: Interval(v.lower.detach(), v.upper.detach()) for k, v in bounds.items()}
-    lA = None if lA is None else lA.detach()
-    uA = None if uA is None else uA.detach()
-    sign = 1.0 if lA is not None else -1.0  # maximise lower bounds, minimise upper ones
-    params = [p.requires_grad_() for p in slopes.values()]
-    optim = torch.optim.Adam(params, lr=lr)
-    best_val, best = None, None
+    out = []
+    for name in g.batched_ancestors(start):
+        if name in (g.input, start) or not getattr(ctx.op(name), "kink_slope", False):
+            continue
+        x = base[g.nodes[name].inputs[0]]
+        if bool(((x.lower < 0) & (x.upper > 0)).any()):
+            out.append(name)
+    return out
+
+
+def _plan(ctx, base) -> dict:
+    """``{node: (rows, kink nodes)}`` for the intermediate nodes whose dense backward pass fits
+    in ``max_elements``, plus ``_OUT: (None, kink nodes)`` for the output's pass."""
+    g = ctx.graph
+    budget = int(ctx.opts.get("max_elements", 2 ** 25))
+    B = ctx.box.lower.shape[0]
+    plan = {}
+    for name, consumers in needed_nodes(ctx).items():
+        rows = _rows(ctx, name, base[name], consumers)
+        kinks = _kinks(ctx, name, base)
+        widest = max(math.prod(g.nodes[a].shape) for a in g.batched_ancestors(name))
+        if rows.numel() and kinks and B * rows.numel() * widest <= budget:
+            plan[name] = (rows, kinks)
+    plan[_OUT] = (None, _kinks(ctx, g.output, base))
+    return plan
+
+
+def _initial_slopes(ctx, base, plan, side, S) -> dict:
+    """CROWN's slopes as free tensors: ``{(node, side): {kink node: (B, rows, *shape)}}``."""
+    g = ctx.graph
+    B = ctx.box.lower.shape[0]
+    slopes = {}
+    for name, (rows, kinks) in plan.items():
+        R = S if rows is None else rows.numel()
+        for s in ((side,) if rows is None else ("lower", "upper")):
+            per = {}
+            for k in kinks:
+                x = base[g.nodes[k].inputs[0]]
+                a0 = ctx.op(k).kink_slope_init(x.lower.detach(), x.upper.detach(), ctx.opts)
+                per[k] = a0.unsqueeze(1).expand(B, R, *a0.shape[1:]).clone()
+            if per:
+                slopes[(name, s)] = per
+    return slopes
+
+
+def _pass(ctx, base, plan, A, side, slopes) -> torch.Tensor:
+    """The bound of ``side`` of ``A f(x)`` with intermediate bounds recomputed from ``slopes``
+    (each intersected with ``base``, CROWN's) and the output's pass using its own."""
+    g = ctx.graph
+    bounds = {g.input: ctx.box}
     try:
-        ctx.slopes = slopes
-        for step in range(steps + 1):
-            with torch.enable_grad():
-                lb, ub = backward_pass(ctx, g.output, lA, uA, fixed)
-                val = sign * (lb if lA is not None else ub)  # (B, S), larger is better
-                objective = -val.sum()  # rows and examples are independent
-            v = val.detach()
-            if best is None:
-                best_val, best = v, {k: p.detach().clone() for k, p in slopes.items()}
-            else:
-                better = v > best_val
-                best_val = torch.where(better, v, best_val)
-                for k, p in slopes.items():
-                    keep = better.view(*better.shape, *([1] * (p.dim() - 2)))
-                    best[k] = torch.where(keep, p.detach(), best[k])
-            if step == steps:
-                break
-            grads = torch.autograd.grad(objective, params, allow_unused=True)
-            for p, gr in zip(params, grads):
-                p.grad = gr
-            optim.step()
-            with torch.no_grad():
-                for p in params:
-                    p.clamp_(0.0, 1.0)
+        for name in g.batched_order[1:]:
+            cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
+            b = base[name]  # CROWN's (or IBP's) bound of the node: keep the tighter side
+            cur = Interval(torch.maximum(cur.lower, b.lower), torch.minimum(cur.upper, b.upper))
+            if name in plan:
+                lo, hi = cur.lower.flatten(1).clone(), cur.upper.flatten(1).clone()
+                rows = plan[name][0]
+                one = torch.zeros(1, rows.numel(), lo.shape[1], dtype=lo.dtype, device=lo.device)
+                one[0, torch.arange(rows.numel(), device=lo.device), rows] = 1.0
+                one = one.view(1, rows.numel(), *g.nodes[name].shape)
+                for s in ("lower", "upper"):
+                    ctx.slopes = slopes.get((name, s), {})
+                    lb, ub = backward_pass(ctx, name, one if s == "lower" else None,
+                                           one if s == "upper" else None, bounds)
+                    if s == "lower":
+                        lo[:, rows] = torch.maximum(lo[:, rows], lb)
+                    else:
+                        hi[:, rows] = torch.minimum(hi[:, rows], ub)
+                ctx.slopes = {}
+                cur = Interval(lo.view_as(cur.lower), hi.view_as(cur.upper))
+            bounds[name] = cur
+        ctx.slopes = slopes.get((_OUT, side), {})
+        lA, uA = (A, None) if side == "lower" else (None, A)
+        lb, ub = backward_pass(ctx, g.output, lA, uA, bounds)
     finally:
         ctx.slopes = {}
+    return lb if side == "lower" else ub
+
+
+def _optimise(ctx, base, plan, A, side, slopes, steps, lr, deadline=None) -> dict:
+    """Projected Adam on ``slopes``; a copy of the slopes of the best step (stopping early at
+    ``deadline``, a ``time.perf_counter()`` value)."""
+    fixed = {k: Interval(v.lower.detach(), v.upper.detach()) for k, v in base.items()}
+    A = A.detach()
+    sign = 1.0 if side == "lower" else -1.0  # maximise lower bounds, minimise upper ones
+    params = [p.requires_grad_() for per in slopes.values() for p in per.values()]
+    optim = torch.optim.Adam(params, lr=lr)
+    best_val, best = -math.inf, None
+    for step in range(steps + 1):
+        with torch.enable_grad():
+            objective = sign * _pass(ctx, fixed, plan, A, side, slopes).sum()
+            loss = -objective
+        val = float(objective.detach())
+        if best is None or val > best_val:
+            best_val = val
+            best = {key: {k: p.detach().clone() for k, p in per.items()}
+                    for key, per in slopes.items()}
+        if step == steps or (deadline is not None and time.perf_counter() > deadline):
+            break
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, gr in zip(params, grads):
+            p.grad = gr
+        optim.step()
+        with torch.no_grad():
+            for p in params:
+                p.clamp_(0.0, 1.0)
     return best
 
 
-__all__ = ["alpha_output_bounds"]
+__all__ = ["alpha_bounds"]
