@@ -1,4 +1,4 @@
-"""Bounds benchmark: time, peak memory and tightness of IBP, CROWN-IBP and CROWN.
+"""Bounds benchmark: time, peak memory and tightness of IBP, CROWN-IBP, CROWN and alpha-CROWN.
 
 For each model (MLP, cnn_4layer, CNN7 with BatchNorm in eval mode; MNIST-size input) and batch
 size, a fresh subprocess traces the model and times the plain forward pass and each method
@@ -7,7 +7,8 @@ size, a fresh subprocess traces the model and times the plain forward pass and e
 dearest, so the figure after a method is the peak up to and including it).
 
 Full CROWN on CNN7 is run at batch 1 and 8 only (one repeat): its cost grows with the number of
-unstable neurons times the batch.
+unstable neurons times the batch. alpha-CROWN (20 Adam steps, each a CROWN pass) runs on the MLP
+and cnn_4layer at batch 1 and 32.
 
     python -m benchmarks.bounds            # full run: benchmarks/results/bounds.{json,md,png}
     python -m benchmarks.bounds --quick    # small sizes, a minute or so
@@ -42,7 +43,7 @@ def run_one(model_name: str, batch: int, methods: list[str], repeats: int, eps: 
         out["forward_s"] = median_time(lambda: model(x), repeats=max(repeats, 5))
         out["rss_forward_mb"] = round(peak_rss_mb(), 1)
         for m in methods:
-            reps = 1 if m == "crown" and model_name == "cnn7" else repeats
+            reps = 1 if (m == "crown" and model_name == "cnn7") or m == "alpha-crown" else repeats
             res = {}
 
             def go():
@@ -72,13 +73,15 @@ def main(argv=None):
     from tqdm import tqdm
 
     if args.quick:
-        plan = [(m, b, ["ibp", "crown-ibp"] + (["crown"] if m != "cnn7" or b == 1 else []), 3, 12)
+        plan = [(m, b, ["ibp", "crown-ibp"] + (["crown"] if m != "cnn7" or b == 1 else [])
+                 + (["alpha-crown"] if m == "mlp" and b == 1 else []), 3, 12)
                 for m in MODELS for b in (1, 8)]
     else:
         plan = []
         for m in MODELS:
             for b in (1, 32, 128):
                 methods = ["ibp", "crown-ibp"] + (["crown"] if m != "cnn7" or b == 1 else [])
+                methods += ["alpha-crown"] if m != "cnn7" and b <= 32 else []
                 plan.append((m, b, methods, 5, 28))
         plan.append(("cnn7", 8, ["crown"], 1, 28))
     results = []
@@ -95,7 +98,7 @@ def main(argv=None):
         if "error" in r:
             rows.append([r["model"], r["batch"], "error", r["error"], "", "", "", "", ""])
             continue
-        for m in ("ibp", "crown-ibp", "crown"):
+        for m in ("ibp", "crown-ibp", "crown", "alpha-crown"):
             if m in r:
                 x = r[m]
                 rows.append([r["model"], r["batch"], m, f"{r['forward_s'] * 1e3:.2f}",
