@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import BoundGraphError, InputError, UnsupportedOpError
 from .naming import fresh_name
+from .onnxrt import cpu_session, run_session
 
 __all__ = ["export_onnx", "EMITTERS"]
 
@@ -565,16 +566,7 @@ def export_onnx(model_or_bounded_module, example_input: torch.Tensor, path: str 
 
 
 def _check_export(path, bm, module, is_bm, example, rtol):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001
-        raise BoundGraphError(f"onnxruntime cannot load the exported file '{path}': {e}") from e
-    name = sess.get_inputs()[0].name
+    sess = cpu_session(path, lambda e: f"onnxruntime cannot load the exported file '{path}': {e}")
     lo, hi = float(example.min()), float(example.max())
     if hi <= lo:
         hi = lo + 1.0
@@ -585,7 +577,7 @@ def _check_export(path, bm, module, is_bm, example, rtol):
     for x in (example, second):
         with torch.no_grad():
             ref = (bm(x) if is_bm else module(x)).reshape(x.shape[0], -1).double().numpy()
-        got = sess.run(None, {name: x.detach().cpu().numpy()})[0]
+        got = run_session(sess, x.detach().cpu().numpy())
         got = np.asarray(got, dtype=np.float64).reshape(x.shape[0], -1)
         scale = max(1.0, float(np.abs(ref).max()))
         diff = float(np.abs(got - ref).max()) / scale if got.shape == ref.shape else math.inf
