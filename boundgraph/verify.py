@@ -11,8 +11,9 @@ time budget:
    it, so a ``sat`` always carries a real counterexample.
 2. **Bounds.** For each disjunct, lower bounds of ``C_k f(x) - d_k`` over its box by IBP, then
    CROWN-IBP, then CROWN, then CROWN with the other lower slopes for unstable ReLUs (``zero``,
-   ``parallel``), then alpha-CROWN (the slopes optimised per row); each row keeps the best of
-   its bounds, all of them sound. A disjunct is
+   ``parallel``), then alpha-CROWN (the slopes optimised per row; only when the input has too
+   many dimensions for stage 3, which does better where it applies); each row keeps the best
+   of its bounds, all of them sound. A disjunct is
    infeasible when some row's lower bound is ``> 0``; ``unsat`` needs every disjunct infeasible.
 3. **Input bisection** (inputs of at most ``max_bisect_inputs`` dimensions, e.g. ACAS Xu's 5):
    boxes whose disjuncts are not all infeasible are split in two along the input dimension with
@@ -487,6 +488,8 @@ def _verify(bm, prop, t0, deadline, timeout, method, bisect, max_bisect_inputs, 
         if method == "auto":  # other fixed lower slopes for unstable ReLUs sometimes do
             # better; they are cheap, so they go before alpha-CROWN, which optimises them
             ladder[3:3] = [("crown", "zero"), ("crown", "parallel")]
+            if bisect and n_in <= max_bisect_inputs:  # bisection with CROWN does better
+                ladder = [r for r in ladder if r[0] != "alpha-crown"]
         open_groups = []
         used = []
         for g in prob.groups:
