@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from .engines.alpha import alpha_bounds
 from .engines.backward import crown_intermediate, elided_interval, output_bounds
-from .engines.context import Context
+from .engines.context import Context, Intervals
 from .engines.interval import interval_pass
 from .errors import InputError
 from .graph import BoundGraph
@@ -90,13 +91,15 @@ class BoundedModule(nn.Module):
         return_intermediate:
             also return the intervals of every batched node that the method used (IBP
             intervals for ``"ibp"`` and ``"crown-ibp"``; CROWN-tightened ones where ``"crown"``
-            refined them) as a third value, ``{node name: Interval}``. Costs nothing extra;
+            refined them) as a third value, ``{node name: Interval}`` (an
+            :class:`~boundgraph.engines.context.Intervals` dict). Costs nothing extra;
             certified-training regularisers read pre-activation intervals from it.
         intervals:
             IBP intervals returned by an earlier call with ``return_intermediate`` for the
             same ``x``, perturbation and parameters; ``"ibp"`` and ``"crown-ibp"`` then skip
-            their interval pass (e.g. IBP and CROWN-IBP margins of one training batch from one
-            pass). Not checked against ``x``: passing intervals of another input gives wrong
+            their interval pass and reuse that call's set-up (input box, BatchNorm statistics
+            of the clean batch), e.g. for IBP and CROWN-IBP margins of one training batch. Not
+            checked against ``x`` beyond its shape: intervals of another input give wrong
             bounds. Ignored by ``"crown"`` and ``"alpha-crown"``, which compute their own.
         alpha_steps:
             Adam steps (rate 0.1) of ``"alpha-crown"``'s slope optimisation.
@@ -130,8 +133,15 @@ class BoundedModule(nn.Module):
         B = x.shape[0]
         spec = self._check_spec(C, B, K, x)
 
-        ctx = self._context(x, perturbation, dict(relu_lower=relu_lower,
-                                                  max_elements=max_elements))
+        opts = dict(relu_lower=relu_lower, max_elements=max_elements)
+        reuse = None
+        if intervals is not None and method in ("ibp", "crown-ibp"):
+            intervals = self._check_intervals(intervals, x)
+            reuse = getattr(intervals, "context", None)
+        # the context of the call that computed the intervals (same input and perturbation,
+        # as the intervals themselves require) saves rebuilding it
+        ctx = replace(reuse, opts=opts) if reuse is not None else \
+            self._context(x, perturbation, opts)
         A = spec.view(spec.shape[0], spec.shape[1], *out_shape) if spec is not None else \
             torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
         if method == "alpha-crown":
@@ -140,7 +150,7 @@ class BoundedModule(nn.Module):
         elif method == "crown":
             bounds = crown_intermediate(ctx)
         elif intervals is not None:
-            bounds = self._check_intervals(intervals, x)
+            bounds = intervals
         else:
             bounds = interval_pass(ctx)
         out = bounds[self.graph.output]
@@ -160,7 +170,9 @@ class BoundedModule(nn.Module):
         if spec is None:
             lb = None if lb is None else lb.reshape(B, *out_shape)
             ub = None if ub is None else ub.reshape(B, *out_shape)
-        return (lb, ub, bounds) if return_intermediate else (lb, ub)
+        if not return_intermediate:
+            return lb, ub
+        return lb, ub, bounds if isinstance(bounds, Intervals) else Intervals(bounds, ctx)
 
     def interval_bounds(self, x: torch.Tensor, perturbation: Perturbation
                         ) -> dict[str, Interval]:

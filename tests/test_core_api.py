@@ -211,3 +211,23 @@ def test_crown_ibp_on_reused_intervals_equals_a_fresh_call(styles):
         bm.compute_bounds(x[:3], ptb, method="crown-ibp", C=C[:3], intervals=iv)
     with pytest.raises(bg.InputError, match="lack node"):
         bm.compute_bounds(x, ptb, method="crown-ibp", C=C, intervals={})
+
+
+def test_crown_ibp_given_intervals_reuses_the_first_calls_set_up_and_gives_the_same_bounds():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).train()
+    x = torch.rand(5, 1, 6, 6)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.05, 0.0, 1.0)
+    C = bg.margin_spec(torch.tensor([0, 1, 2, 0, 1]), 3)
+    _, _, iv = bm.compute_bounds(x, ptb, method="ibp", C=C, return_intermediate=True)
+    assert isinstance(iv, dict) and iv.context is not None
+    calls = []
+    bm._context = lambda *a, **k: calls.append(a) or bg.BoundedModule._context(bm, *a, **k)
+    lb, ub = bm.compute_bounds(x, ptb, method="crown-ibp", C=C, intervals=iv)
+    assert calls == []  # no second set-up (no second clean pass through the BatchNorm)
+    del bm._context
+    ref_l, ref_u = bm.compute_bounds(x, ptb, method="crown-ibp", C=C)
+    torch.testing.assert_close(lb, ref_l)
+    torch.testing.assert_close(ub, ref_u)

@@ -43,3 +43,15 @@ class Context:
             else:
                 vals.append(self.consts[inp])
         return vals
+
+
+class Intervals(dict):
+    """``{node name: Interval}`` as :meth:`~boundgraph.BoundedModule.compute_bounds` returns it
+    with ``return_intermediate``. It remembers the :class:`Context` it was computed in (input
+    box, constants, ops bound to the clean batch), so a later call given these intervals for the
+    same input and perturbation skips rebuilding it (for a BatchNorm network in training mode
+    that is a whole clean forward pass)."""
+
+    def __init__(self, bounds, context: Context | None = None):
+        super().__init__(bounds)
+        self.context = context

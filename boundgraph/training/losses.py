@@ -91,7 +91,7 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
     K = num_classes or math.prod(bm.graph.output_shape)
     C = margin_spec(y, K, dtype=x.dtype)
     ptb = LinfBall(float(eps), lower=lower, upper=upper)
-    # one interval pass serves both margins: CROWN-IBP reuses its intervals
+    # one interval pass serves both margins: CROWN-IBP reuses its intervals and set-up
     m_ibp, _, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C, bound_upper=False,
                                             return_intermediate=True)
     m_crown = None
