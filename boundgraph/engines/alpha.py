@@ -74,10 +74,11 @@ def _kinks(ctx, start, base) -> list[str]:
     g = ctx.graph
     out = []
     for name in g.batched_ancestors(start):
-        if name in (g.input, start) or not getattr(ctx.op(name), "kink_slope", False):
+        op = ctx.op(name)
+        if name in (g.input, start) or not getattr(op, "kink_slope", False):
             continue
-        x = base[g.nodes[name].inputs[0]]
-        if bool(((x.lower < 0) & (x.upper > 0)).any()):
+        across = op.refine_mask(0, ctx.inputs(name, base)[0])  # the op's unstable elements
+        if across is None or bool(across.any()):
             out.append(name)
     return out
 
@@ -101,7 +102,6 @@ def _plan(ctx, base) -> dict:
 
 def _initial_slopes(ctx, base, plan, side, S) -> dict:
     """CROWN's slopes as free tensors: ``{(node, side): {kink node: (B, rows, *shape)}}``."""
-    g = ctx.graph
     B = ctx.box.lower.shape[0]
     slopes = {}
     for name, (rows, kinks) in plan.items():
@@ -109,7 +109,7 @@ def _initial_slopes(ctx, base, plan, side, S) -> dict:
         for s in ((side,) if rows is None else ("lower", "upper")):
             per = {}
             for k in kinks:
-                x = base[g.nodes[k].inputs[0]]
+                x = ctx.inputs(k, base)[0]
                 a0 = ctx.op(k).kink_slope_init(x.lower.detach(), x.upper.detach(), ctx.opts)
                 per[k] = a0.unsqueeze(1).expand(B, R, *a0.shape[1:]).clone()
             if per:
