@@ -40,7 +40,8 @@ def run(csv_path: str, timeout: float, method: str = "auto", families=None, limi
 
     from boundgraph.errors import BoundGraphError
     from boundgraph.frontends.onnx_import import load_onnx
-    from boundgraph.verify import read_instances, verify
+    from boundgraph.instances import read_instances
+    from boundgraph.verify import verify
     from boundgraph.vnnlib import parse_vnnlib
 
     rows = read_instances(csv_path, timeout)

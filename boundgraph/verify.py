@@ -1,4 +1,4 @@
-"""Verification of VNN-LIB properties and certified accuracy on a data set.
+"""Verification of one VNN-LIB property: :func:`verify` and its :class:`Result`.
 
 :func:`verify` decides a property ``unsafe = union_k {x in box_k, C_k f(x) <= d_k}`` for a
 network ``f`` (an ONNX file or a :class:`~boundgraph.BoundedModule`) in three stages, within a
@@ -31,13 +31,14 @@ satisfy every inequality strictly. Small networks run on one torch thread (their
 operations only lose from thread synchronisation). Verdicts use the VNN-COMP words: ``unsat``
 (the property holds), ``sat`` (counterexample), ``unknown``, ``timeout``.
 
-:func:`verify_instances` runs a VNN-COMP ``instances.csv``; :func:`certified_accuracy` reports
-the fraction of a data set certified robust in an L-infinity ball.
+The VNN-COMP batch runner (:func:`~boundgraph.instances.verify_instances` on an
+``instances.csv``) lives in :mod:`boundgraph.instances`; certified accuracy on a data set
+(:func:`~boundgraph.certify.certified_accuracy`) and the VNN-LIB text of local robustness
+(:func:`~boundgraph.certify.robustness_vnnlib`) in :mod:`boundgraph.certify`.
 """
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import os
 import time
@@ -48,12 +49,11 @@ import torch
 
 from .attack import pgd_minimize
 from .bounded import METHODS, BoundedModule
-from .errors import BoundGraphError, InputError
+from .errors import InputError
 from .perturbation import Box
 from .vnnlib import Property, parse_vnnlib
 
-__all__ = ["Result", "verify", "verify_instances", "certified_accuracy", "VERDICTS",
-           "read_instances", "robustness_vnnlib"]
+__all__ = ["Result", "verify", "VERDICTS"]
 
 VERDICTS = ("sat", "unsat", "unknown", "timeout")
 LADDER = ("ibp", "crown-ibp", "crown", "alpha-crown")  # "auto": cheapest first
@@ -674,210 +674,3 @@ def _attack_boxes(prob, g, lo, hi):
                           generator=prob.gen)
     prob.stats["attack_points"] += M
     return prob.confirm(g, xs, vs)
-
-
-def robustness_vnnlib(x, label: int, eps: float, num_classes: int, lower: float | None = 0.0,
-                      upper: float | None = 1.0) -> str:
-    """VNN-LIB text of local robustness: every input within L-inf distance ``eps`` of ``x``
-    (clipped to ``[lower, upper]``) keeps ``label`` as the top class. The unsafe region is
-    ``Y_j >= Y_label`` for some ``j != label`` (so ``unsat`` means robust)."""
-    x = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float64).reshape(-1)
-    if eps < 0:
-        raise InputError(f"eps must be >= 0, got {eps}")
-    if not 0 <= int(label) < num_classes:
-        raise InputError(f"label {label} outside [0, {num_classes})")
-    lo, hi = x - eps, x + eps
-    if lower is not None:
-        lo = np.maximum(lo, lower)
-    if upper is not None:
-        hi = np.minimum(hi, upper)
-    out = [f"; local robustness of class {int(label)} at eps {eps!r}"]
-    out += [f"(declare-const X_{i} Real)" for i in range(x.size)]
-    out += [f"(declare-const Y_{j} Real)" for j in range(num_classes)]
-    for i in range(x.size):
-        out.append(f"(assert (>= X_{i} {float(lo[i])!r}))")
-        out.append(f"(assert (<= X_{i} {float(hi[i])!r}))")
-    alts = " ".join(f"(and (>= Y_{j} Y_{int(label)}))" for j in range(num_classes)
-                    if j != int(label))
-    out.append(f"(assert (or {alts}))")
-    return "\n".join(out) + "\n"
-
-
-# ---------------------------------------------------------------------------------- batch mode
-def read_instances(csv_path: str | os.PathLike, default_timeout: float | None = None):
-    """Rows ``(onnx, vnnlib, timeout)`` of a VNN-COMP ``instances.csv`` (paths made absolute,
-    relative to the csv's folder). A header row naming ``onnx``/``vnnlib`` columns is allowed
-    (other columns, e.g. ``expected``, are kept); ``timeout`` falls back on ``default_timeout``.
-    """
-    csv_path = os.fspath(csv_path)
-    base = os.path.dirname(os.path.abspath(csv_path))
-    try:
-        with open(csv_path, newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    except OSError as e:
-        raise InputError(f"cannot read instances file '{csv_path}': {e.strerror or e}") from None
-    if not rows:
-        raise InputError(f"instances file '{csv_path}' is empty")
-    first = [c.strip().lower() for c in rows[0]]
-    if "onnx" in first and "vnnlib" in first:
-        header = first
-        rows = rows[1:]
-    else:
-        header = ["onnx", "vnnlib", "timeout"][:len(rows[0])] + \
-            [f"col{i}" for i in range(3, len(rows[0]))]
-    out = []
-    for k, r in enumerate(rows):
-        rec = {h: (r[i].strip() if i < len(r) else "") for i, h in enumerate(header)}
-        if not rec.get("onnx") or not rec.get("vnnlib"):
-            raise InputError(f"instances file '{csv_path}', row {k + 1}: needs an onnx and a "
-                             "vnnlib path")
-        for key in ("onnx", "vnnlib"):
-            rec[key + "_path"] = os.path.join(base, rec[key])
-        t = rec.get("timeout", "")
-        try:
-            rec["timeout"] = float(t) if t else default_timeout
-        except ValueError:
-            raise InputError(f"instances file '{csv_path}', row {k + 1}: bad timeout {t!r}") \
-                from None
-        if rec["timeout"] is None:
-            rec["timeout"] = 60.0
-        out.append(rec)
-    return out
-
-
-def verify_instances(csv_path, out_csv=None, *, timeout: float | None = None,
-                     max_timeout: float | None = None, method: str = "auto",
-                     results_dir=None, progress: bool = True, **kw) -> list[dict]:
-    """Run every instance of ``csv_path`` (see :func:`read_instances`).
-
-    ``timeout`` replaces missing per-row timeouts; ``max_timeout`` caps all of them. Writes
-    ``out_csv`` (columns onnx, vnnlib, verdict, time, stage, and expected when the input has
-    it) and, if ``results_dir`` is given, one VNN-COMP result file per instance. Errors of one
-    instance (a model that cannot be imported, say) are reported in its row as verdict
-    ``error`` and do not stop the run. Returns the rows.
-    """
-    from tqdm import tqdm
-
-    rows = read_instances(csv_path, timeout)
-    models: dict[str, BoundedModule] = {}
-    out = []
-    bar = tqdm(rows, desc="verify", unit="inst", disable=not progress)
-    for rec in bar:
-        t = rec["timeout"] if max_timeout is None else min(rec["timeout"], max_timeout)
-        t0 = time.perf_counter()
-        row = {"onnx": rec["onnx"], "vnnlib": rec["vnnlib"]}
-        try:
-            prop = parse_vnnlib(rec["vnnlib_path"])
-            key = rec["onnx_path"]
-            if key not in models:
-                models[key] = _load_model(key, prop)
-            left = t - (time.perf_counter() - t0)
-            res = verify(models[key], prop, timeout=max(left, 0.01), method=method, **kw)
-            row.update(verdict=res.verdict, time=round(time.perf_counter() - t0, 3),
-                       stage=res.details.get("stage", ""))
-            if results_dir is not None:
-                os.makedirs(results_dir, exist_ok=True)
-                stem = (os.path.splitext(os.path.basename(rec["onnx"]))[0] + "__" +
-                        os.path.splitext(os.path.basename(rec["vnnlib"]))[0])
-                res.write(os.path.join(results_dir, stem + ".result"))
-            row["result"] = res
-        except (BoundGraphError, ValueError, OSError) as e:
-            row.update(verdict="error", time=round(time.perf_counter() - t0, 3),
-                       stage=str(e).splitlines()[0][:200])
-        if "expected" in rec:
-            row["expected"] = rec["expected"]
-        out.append(row)
-        bar.set_postfix_str(f"{row['verdict']} {row['time']:.1f}s")
-    if out_csv is not None:
-        cols = ["onnx", "vnnlib", "verdict", "time", "stage"] + \
-            (["expected"] if any("expected" in r for r in out) else [])
-        with open(out_csv, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for r in out:
-                w.writerow([r.get(c, "") for c in cols])
-    return out
-
-
-# ---------------------------------------------------------------------------------- data sets
-def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: int | None = None,
-                       batch_size: int = 64, lower: float = 0.0, upper: float = 1.0,
-                       attack_steps: int = 20, progress: bool = True) -> dict:
-    """Fraction of a data set certified robust in the L-infinity ball of radius ``eps``
-    (clipped to ``[lower, upper]``).
-
-    ``model`` is an ``nn.Module`` (traced on the first batch) or a BoundedModule; ``dataset`` a
-    ``(images, labels)`` data set (e.g. :func:`boundgraph.data.load_dataset`). An example counts
-    as certified when it is classified correctly and every margin's lower bound is positive.
-    ``method`` ``"auto"`` tries IBP, then CROWN-IBP for the examples IBP leaves, then CROWN and
-    alpha-CROWN for the rest; a single method name uses only that one. A PGD attack on the uncertified examples
-    gives an upper bound on robust accuracy. Returns a dict: ``n``, ``clean``, ``certified``,
-    ``certified_fraction``, ``pgd_robust`` (fraction not broken by PGD), ``by_method`` (how many
-    examples each method certified first), ``method``, ``eps``, ``time``.
-    """
-    from tqdm import tqdm
-
-    from .attack import pgd_margin_attack
-    from .perturbation import LinfBall
-    from .spec import margin_spec
-
-    if method != "auto" and method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose auto or one of {', '.join(METHODS)}")
-    if eps < 0:
-        raise InputError(f"eps must be >= 0, got {eps}")
-    t0 = time.perf_counter()
-    total = len(dataset) if n is None else min(n, len(dataset))
-    ladder = LADDER if method == "auto" else (method,)
-    bm = model if isinstance(model, BoundedModule) else None
-    counts = {"n": 0, "clean": 0, "certified": 0, "pgd_robust": 0}
-    by_method = {m: 0 for m in ladder}
-    bar = tqdm(range(0, total, batch_size), desc=f"certify eps={eps:g}", unit="batch",
-               disable=not progress)
-    was_training = (bm.model if bm is not None else model).training
-    (bm.model if bm is not None else model).eval()
-    try:
-        for start in bar:
-            items = [dataset[i] for i in range(start, min(total, start + batch_size))]
-            x = torch.stack([torch.as_tensor(it[0]) for it in items]).float()
-            y = torch.as_tensor([int(it[1]) for it in items])
-            if bm is None:
-                bm = BoundedModule(model, x)
-            with torch.no_grad():
-                logits = bm(x)
-            K = logits.shape[1]
-            correct = logits.argmax(1) == y
-            cert = torch.zeros_like(correct)
-            todo = correct.clone()
-            pert = LinfBall(eps, lower, upper)
-            for m in ladder:
-                if not todo.any():
-                    break
-                idx = todo.nonzero().flatten()
-                with torch.no_grad():
-                    lb, _ = bm.compute_bounds(x[idx], pert, method=m, C=margin_spec(y[idx], K),
-                                              bound_upper=False)
-                ok = (lb > 0).all(1)
-                cert[idx[ok]] = True
-                todo[idx[ok]] = False
-                by_method[m] += int(ok.sum())
-            robust = correct.clone()
-            left = (correct & ~cert).nonzero().flatten()
-            if left.numel() and attack_steps > 0:
-                lo = (x[left] - eps).clamp(min=lower)
-                hi = (x[left] + eps).clamp(max=upper)
-                broken = pgd_margin_attack(bm, x[left], y[left], lo, hi, steps=attack_steps,
-                                           restarts=1)
-                robust[left[broken]] = False
-            counts["n"] += len(items)
-            counts["clean"] += int(correct.sum())
-            counts["certified"] += int(cert.sum())
-            counts["pgd_robust"] += int(robust.sum())
-            bar.set_postfix(certified=f"{counts['certified'] / counts['n']:.3f}")
-    finally:
-        (bm.model if bm is not None else model).train(was_training)
-    N = max(1, counts["n"])
-    return {"n": counts["n"], "eps": eps, "method": method,
-            "clean": counts["clean"] / N, "certified": counts["certified"],
-            "certified_fraction": counts["certified"] / N,
-            "pgd_robust": counts["pgd_robust"] / N, "by_method": by_method,
-            "time": time.perf_counter() - t0}

@@ -16,7 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import boundgraph as bg
 from boundgraph.errors import InputError
-from boundgraph.verify import Result, certified_accuracy, read_instances, verify, verify_instances
+from boundgraph.certify import certified_accuracy, robustness_vnnlib
+from boundgraph.instances import read_instances, verify_instances
+from boundgraph.verify import Result, verify
 from boundgraph.vnnlib import Disjunct, Property, parse_counterexample, parse_vnnlib
 
 
@@ -337,7 +339,6 @@ def test_certified_accuracy_cli_on_the_mnist_test100_file(tmp_path, capsys):
 
 
 def test_robustness_property_text_parses_to_the_clipped_ball():
-    from boundgraph.verify import robustness_vnnlib
 
     x = np.array([0.0, 0.5, 1.0])
     prop = parse_vnnlib(robustness_vnnlib(x, 2, 0.1, num_classes=4))

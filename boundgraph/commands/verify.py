@@ -96,7 +96,7 @@ def _run_one(args) -> int:
 
 
 def _run_instances(args) -> int:
-    from ..verify import verify_instances
+    from ..instances import verify_instances
 
     rows = verify_instances(args.instances, args.out, timeout=args.timeout,
                             max_timeout=args.max_timeout, method=args.method,
@@ -218,7 +218,7 @@ def _training_checkpoint(path, name):
 
 def _run_dataset(args) -> int:
     from ..data import load_dataset
-    from ..verify import certified_accuracy
+    from ..certify import certified_accuracy
 
     if args.eps is None:
         raise InputError("--eps is needed for certified accuracy")
