@@ -170,30 +170,37 @@ class ReLU(Elementwise):
         return (u / torch.where(u > l, u - l, torch.ones_like(u))).clamp(0, 1)
 
     def relax(self, l, u, opts=None):
+        # One formula for the three cases, in few passes (this runs on every ReLU of every
+        # backward pass): with u+ = max(u, 0) and l- = min(l, 0) the upper line is the chord
+        # u+ (x - l-) / (u+ - l-): the identity when active (l- = 0), zero when inactive
+        # (u+ = 0), the usual chord when unstable; on the point interval l = u = 0 (u+ = l- = 0)
+        # the zero line. The slopes u / u of the active case are exactly 1.
         opts = opts or {}
         mode = opts.get("relu_lower", "adaptive")
-        active = l >= 0
-        unstable = (l < 0) & (u > 0)
-        width = torch.where(unstable, u - l, torch.ones_like(u))
-        up_slope = torch.where(unstable, u / width, active.to(u.dtype))
-        up_bias = torch.where(unstable, -l * u / width, torch.zeros_like(u))
+        up, lo = u.clamp(min=0), l.clamp(max=0)
+        den = up - lo
+        up_slope = up / (den + (den == 0))
+        up_bias = up_slope * lo
+        up_bias = -up_bias
         alpha = opts.get("kink_slope")
         if alpha is not None:  # optimised lower slopes (alpha-CROWN); per row with a row axis
+            active, unstable = l >= 0, (l < 0) & (u > 0)
             if alpha.dim() > l.dim():
                 unstable, active = unstable.unsqueeze(1), active.unsqueeze(1)
             return torch.where(unstable, alpha.clamp(0, 1), active.to(u.dtype)), 0.0, \
                 up_slope, up_bias
-        if mode == "adaptive":
-            lo = (u >= -l).to(u.dtype)
+        # the lower line passes through 0; its slope is 1 when active, 0 when inactive and
+        # the mode's choice when unstable, each written as one comparison
+        if mode == "adaptive":  # the longer side: u >= -l (also 1 when active, 0 inactive)
+            lo_slope = (u >= -l).to(u.dtype)
         elif mode == "zero":
-            lo = torch.zeros_like(u)
+            lo_slope = (l >= 0).to(u.dtype)
         elif mode == "one":
-            lo = torch.ones_like(u)
+            lo_slope = (u > 0).to(u.dtype)
         elif mode == "parallel":
-            lo = up_slope
+            lo_slope = up_slope.detach()
         else:
             raise ValueError(f"relu_lower must be one of {RELU_LOWER}, got {mode!r}")
-        lo_slope = torch.where(unstable, lo.detach(), active.to(u.dtype))
         return lo_slope, 0.0, up_slope, up_bias
 
 
