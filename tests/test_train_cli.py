@@ -46,6 +46,8 @@ def _error_line(capsys, argv):
     (["train", "--model", "mlp", "--dataset", "mnist", "--recipe", "nope", "--out", "{out}"],
      "unknown recipe"),
     (["train", "--model", "mlp", "--dataset", "mnist", "--eps", "0.1"], "--out"),
+    (["train", "--model", "mlp", "--dataset", "mnist", "--method", "ibp", "--loss-fusion",
+      "--eps", "0.1", "--out", "{out}"], "loss_fusion applies to crown-ibp"),
     (["eval", "{bad}", "--eps", "0.1", "--json"], "corrupt"),
     (["eval", "{out}/missing.pt", "--eps", "0.1"], "not found"),
 ])

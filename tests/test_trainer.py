@@ -46,12 +46,14 @@ def robust_loss(model, data, eps):
         return float(robust_ce(margin_bounds(bm, x, y, eps)))
 
 
-@pytest.mark.parametrize("method", ["ibp", "crown-ibp", "improved-ibp"])
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown-ibp-fused", "improved-ibp"])
 def test_a_few_steps_of_each_certified_method_reduce_the_certified_loss(method):
     data = blobs()
     model = mlp(bn=method == "improved-ibp")
     before = robust_loss(model, data, EPS)
-    extra = {"beta_end": 0.5} if method == "crown-ibp" else {}  # keep CROWN-IBP in the mix
+    extra = {"beta_end": 0.5} if method.startswith("crown-ibp") else {}  # keep CROWN-IBP in
+    if method == "crown-ibp-fused":
+        method, extra["loss_fusion"] = "crown-ibp", True
     result = fit(model, data, method=method, **FAST, **extra)
     after = robust_loss(result.model, data, EPS)
     assert after < 0.6 * before, (before, after)

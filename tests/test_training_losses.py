@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import boundgraph as bg
-from boundgraph.training.losses import (certified_loss, ibp_mix, margin_bounds, robust_ce)
+from boundgraph.training.losses import (certified_loss, fused_robust_ce, ibp_mix, margin_bounds,
+                                        robust_ce)
 from boundgraph.training.regularizers import (preactivation_nodes, relu_balance_loss,
                                               tightness_loss, warmup_regularizer)
 from boundgraph.ops.base import Interval
@@ -59,6 +60,96 @@ def test_robust_loss_upper_bounds_every_point_in_the_ball(make, shape, beta):
     bound = robust_ce(m, reduction="none")
     worst = _worst_ce(model, x, y, eps)
     assert (bound >= worst - 1e-5).all(), (bound - worst).min()
+
+
+def _trained_mlp(steps=80):
+    """An MLP after natural then IBP steps on separable blobs (weights unlike the random ones)."""
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    centers = torch.rand(4, 6, generator=g)
+    y = torch.randint(0, 4, (256,), generator=g)
+    x = (centers[y] + 0.05 * torch.randn(256, 6, generator=g)).clamp(0, 1)
+    model = _mlp()
+    bm = bg.BoundedModule(model, x[:2])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        res = certified_loss(bm, x, y, method="ibp", eps=0.0 if step < steps // 2 else 0.03,
+                             kappa=0.5)
+        opt.zero_grad()
+        res.loss.backward()
+        opt.step()
+    return model.eval(), x[:12], y[:12]
+
+
+@pytest.mark.parametrize("weights", ["random", "trained"])
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+@pytest.mark.parametrize("eps", [0.01, 0.08])
+def test_fused_loss_upper_bounds_every_point_in_the_ball(weights, beta, eps):
+    if weights == "trained":
+        model, x, y = _trained_mlp()
+    else:
+        model = _mlp().eval()
+        x, y = torch.rand(12, 6), torch.randint(0, 4, (12,))
+    bm = bg.BoundedModule(model, x)
+    bound, m_ibp = fused_robust_ce(bm, x, y, eps, beta=beta)
+    assert bound.shape == (12,) and m_ibp.shape == (12, 3)
+    worst = _worst_ce(model, x, y, eps)
+    assert (bound >= worst - 1e-5).all(), (bound - worst).min()
+    # never looser than IBP's robust CE, whose margins it returns
+    ibp = robust_ce(margin_bounds(bm, x, y, eps), reduction="none")
+    torch.testing.assert_close(robust_ce(m_ibp, reduction="none"), ibp)
+    assert (bound <= ibp + 1e-5).all()
+
+
+def test_fused_loss_is_tighter_than_ibp_at_small_eps_and_exact_at_zero():
+    model = _mlp().eval()
+    x, y = torch.rand(16, 6), torch.randint(0, 4, (16,))
+    bm = bg.BoundedModule(model, x)
+    natural = F.cross_entropy(model(x), y, reduction="none")
+    exact, _ = fused_robust_ce(bm, x, y, 0.0)
+    torch.testing.assert_close(exact, natural, rtol=1e-5, atol=1e-5)
+    fused, _ = fused_robust_ce(bm, x, y, 0.02)
+    ibp = robust_ce(margin_bounds(bm, x, y, 0.02), reduction="none")
+    assert fused.mean() < ibp.mean()
+    mixed, _ = fused_robust_ce(bm, x, y, 0.02, beta=0.25)
+    torch.testing.assert_close(mixed, 0.75 * ibp + 0.25 * fused)
+
+
+def test_fused_loss_needs_one_backward_row_per_example(monkeypatch):
+    model = _mlp().eval()
+    x, y = torch.rand(5, 6), torch.randint(0, 4, (5,))
+    bm = bg.BoundedModule(model, x)
+    calls = []
+    original = bm.compute_bounds
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["method"], tuple(kwargs["C"].shape),
+                      kwargs.get("intervals") is not None))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bm, "compute_bounds", spy)
+    res = certified_loss(bm, x, y, method="crown-ibp", eps=0.05, beta=1.0, loss_fusion=True)
+    assert calls == [("ibp", (5, 3, 4), False), ("crown-ibp", (5, 1, 4), True)]
+    res.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    calls.clear()
+    certified_loss(bm, x, y, method="crown-ibp", eps=0.05, beta=0.0, loss_fusion=True)
+    assert [c[0] for c in calls] == ["ibp"]  # beta = 0: IBP alone
+    with pytest.raises(ValueError, match="loss fusion"):
+        certified_loss(bm, x, y, method="ibp", eps=0.05, loss_fusion=True)
+
+
+def test_fused_loss_stays_finite_for_wide_intervals():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 4))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(40.0)  # IBP margins in the thousands: exp would overflow unshifted
+    x, y = torch.rand(8, 6), torch.randint(0, 4, (8,))
+    bm = bg.BoundedModule(model, x)
+    bound, m = fused_robust_ce(bm, x, y, 0.5)
+    assert torch.isfinite(bound).all() and (m < -100).any()
+    assert (bound >= _worst_ce(model, x, y, 0.5) - 1e-3).all()
 
 
 def test_robust_loss_equals_cross_entropy_at_eps_zero():

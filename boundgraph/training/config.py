@@ -43,7 +43,9 @@ class TrainConfig:
     Objective: ``method`` (natural, ibp, crown-ibp, improved-ibp), ``eps`` (training target),
     ``eval_eps`` (validation radius; defaults to ``eps``), ``domain`` (input range, [0, 1]),
     ``kappa_start/end``, ``beta_start/end``, ``reg_lambda``/``reg_tol`` (warm-up regulariser;
-    lambda 0 disables it), ``ibp_init``.
+    lambda 0 disables it), ``ibp_init``, ``loss_fusion`` (CROWN-IBP only: bound the loss with
+    one backward row per example instead of K-1; see
+    :func:`~boundgraph.training.losses.fused_robust_ce`).
 
     Schedule and optimiser: ``epochs``, ``batch_size`` (global, split over processes),
     ``optimizer`` (adam or sgd), ``lr``, ``momentum``, ``weight_decay``, ``lr_milestones``
@@ -93,6 +95,7 @@ class TrainConfig:
     beta_end: float = 0.0
     grad_clip: float | None = None
     ibp_init: bool = False
+    loss_fusion: bool = False
     reg_lambda: float = 0.0
     reg_tol: float = 0.5
     domain: list = field(default_factory=lambda: [0.0, 1.0])
@@ -154,6 +157,11 @@ class TrainConfig:
             raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise InputError(f"grad_clip must be > 0 or null, got {self.grad_clip!r}")
+        if not isinstance(self.loss_fusion, bool):
+            raise InputError(f"loss_fusion must be true or false, got {self.loss_fusion!r}")
+        if self.loss_fusion and self.method != "crown-ibp":
+            raise InputError(f"loss_fusion applies to crown-ibp training only (method is "
+                             f"{self.method!r})")
         if len(self.domain) != 2 or not self.domain[0] < self.domain[1]:
             raise InputError(f"domain must be [lower, upper] with lower < upper, got "
                              f"{self.domain!r}")

@@ -22,6 +22,22 @@ neural networks"): the margin bound is the mixture (1 - beta) * m_IBP + beta * m
 which is a valid lower bound for any beta in [0, 1] (a convex combination of two lower
 bounds); the loss is the IBP loss with that margin. beta = 0 skips the CROWN-IBP backward pass.
 
+**Loss fusion** (Xu et al. 2020, "Automatic perturbation analysis for scalable certified
+robustness and beyond"): CROWN-IBP bounds the K-1 margins with one backward pass of K-1 rows
+per example, which costs about K-1 forward passes. Bounding the cross-entropy itself needs a
+single row. With z_j = f_j(x') - f_y(x') = -(C f(x'))_j inside IBP's interval [zl_j, zu_j],
+
+    CE(f(x'), y) = log(1 + sum_j exp(z_j)) <= log(L(x')),
+    L(x') = 1 + sum_j [exp(zl_j) + a_j (z_j - zl_j)],   a_j = chord slope of exp on [zl_j, zu_j],
+
+because exp is convex (below its chord on the interval) and log is increasing. L is affine in
+f through the single row -(a^T C), so one CROWN-IBP backward pass bounds its maximum over the
+ball, and log of that maximum bounds the loss (:func:`fused_robust_ce`; computed with a shift
+by max(0, max_j zu_j) so that no exponential overflows). The bound is never looser than IBP's
+robust CE (the two are intersected) and equals the natural loss at eps = 0; the chords make it
+looser than CE([0, -m_CROWN-IBP]) where IBP's intervals are wide, so it is an option of
+CROWN-IBP training (``loss_fusion=True``), not its default.
+
 **Improved IBP** (Shi et al. 2021, "Fast certified robust training with short warmup"): the
 robust IBP loss alone (kappa = 0), with BatchNorm using the clean batch's statistics inside the
 bounds (automatic in :class:`~boundgraph.BoundedModule` in ``model.train()`` mode) and the
@@ -41,7 +57,8 @@ from ..perturbation import LinfBall
 from ..spec import margin_spec
 from .regularizers import warmup_regularizer
 
-__all__ = ["METHODS", "robust_ce", "ibp_mix", "margin_bounds", "certified_loss", "LossResult"]
+__all__ = ["METHODS", "robust_ce", "ibp_mix", "margin_bounds", "fused_robust_ce", "certified_loss",
+           "LossResult"]
 
 #: training methods understood by :func:`certified_loss` (and the trainer).
 METHODS = ("natural", "ibp", "crown-ibp", "improved-ibp")
@@ -107,6 +124,53 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
     return (m, intervals) if return_intermediate else m
 
 
+def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: float = 1.0,
+                    num_classes: int | None = None, lower: float | None = 0.0,
+                    upper: float | None = 1.0, return_intermediate: bool = False):
+    """Per-example upper bounds ``(B,)`` of the cross-entropy over the L-inf ball by loss
+    fusion (Xu et al. 2020; see the module docstring): one CROWN-IBP backward pass of a single
+    row per example instead of K-1.
+
+    The result is ``(1 - beta) R_IBP + beta min(R_fused, R_IBP)`` with ``R_IBP`` the robust CE
+    of IBP's margins, a valid upper bound for any beta in [0, 1]; ``beta = 0`` skips the
+    backward pass. Returns ``(robust, m_ibp)`` with IBP's margin lower bounds ``(B, K-1)``
+    (which decide the "certified" count of a training batch), plus the IBP intervals of every
+    node with ``return_intermediate``.
+    """
+    beta = float(beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    K = num_classes or math.prod(bm.graph.output_shape)
+    C = margin_spec(y, K, dtype=x.dtype)
+    ptb = LinfBall(float(eps), lower=lower, upper=upper)
+    m_lo, m_hi, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C,
+                                              return_intermediate=True)
+    r_ibp = robust_ce(m_lo, reduction="none")
+    robust = r_ibp
+    if beta > 0.0:
+        zl, zu = -m_hi, -m_lo                                   # z_j = f_j - f_y in [zl, zu]
+        shift = zu.detach().amax(1, keepdim=True).clamp(min=0)  # any shift gives the same bound
+        el, eu = torch.exp(zl - shift), torch.exp(zu - shift)
+        width = zu - zl
+        narrow = width <= 1e-6 * (1 + zu.abs())
+        # chord slope of exp on [zl, zu]; on a (near) point interval the slope at zu, which is
+        # at least the chord's, so the line stays above exp there
+        a = torch.where(narrow, eu, (eu - el) / torch.where(narrow, torch.ones_like(width),
+                                                                width))
+        row = torch.einsum("bs,bsk->bk", a, C).unsqueeze(1)     # (B, 1, K): a^T C
+        lb = bm.compute_bounds(x, ptb, method="crown-ibp", C=row, bound_upper=False,
+                               intervals=intervals)[0].squeeze(1)
+        # max over the ball of exp(-shift) + sum_j [el_j + a_j (z_j - zl_j)]: sum_j a_j z_j
+        # = -(a^T C) f <= -lb
+        floor = torch.exp(-shift).squeeze(1)
+        top = floor + (el - a * zl).sum(1) - lb
+        r_fused = shift.squeeze(1) + torch.log(torch.maximum(top, floor + el.sum(1)))
+        robust = torch.minimum(r_fused, r_ibp)
+        if beta < 1.0:
+            robust = (1.0 - beta) * r_ibp + beta * robust
+    return (robust, m_lo, intervals) if return_intermediate else (robust, m_lo)
+
+
 @dataclass
 class LossResult:
     """What one certified-training step computed.
@@ -129,12 +193,15 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
                    kappa: float = 0.0, beta: float = 0.0, eps_max: float | None = None,
                    reg_lambda: float = 0.5, reg_tol: float = 0.5,
                    lower: float | None = 0.0, upper: float | None = 1.0,
-                   logits: torch.Tensor | None = None) -> LossResult:
+                   logits: torch.Tensor | None = None, loss_fusion: bool = False
+                   ) -> LossResult:
     """The training loss of one batch for ``method`` (see :data:`METHODS`).
 
     * ``"natural"``: CE(f(x), y).
     * ``"ibp"``: kappa CE(f(x), y) + (1 - kappa) CE([0, -m_IBP], 0).
-    * ``"crown-ibp"``: the same with m = (1 - beta) m_IBP + beta m_CROWN-IBP.
+    * ``"crown-ibp"``: the same with m = (1 - beta) m_IBP + beta m_CROWN-IBP; with
+      ``loss_fusion`` the robust term is :func:`fused_robust_ce` instead (one backward row
+      per example; ``margins`` are then IBP's).
     * ``"improved-ibp"``: CE([0, -m_IBP], 0) mixed with kappa like IBP (its recipes use
       kappa = 0) plus, while 0 < eps < eps_max, the warm-up regulariser
       reg_lambda (1 - eps / eps_max) (L_tightness + L_relu) of Shi et al. 2021.
@@ -152,6 +219,9 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
                          f"{', '.join(METHODS)}")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    if loss_fusion and method != "crown-ibp":
+        raise ValueError(f"loss fusion bounds CROWN-IBP's loss; method {method!r} has no "
+                         "backward pass to fuse")
     if logits is None:
         if method != "natural" and eps > 0 and float(kappa) == 0.0:
             with torch.no_grad():  # the natural loss is not part of the objective
@@ -166,16 +236,20 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
     K = logits.shape[1]
     want_reg = (method == "improved-ibp" and reg_lambda > 0 and eps > 0
                 and eps_max is not None and eps < eps_max)
-    intervals = None
+    intervals = robust = None
     if eps == 0:
         C = margin_spec(y, K, dtype=logits.dtype)
         margins = torch.einsum("bsk,bk->bs", C, logits)
+    elif loss_fusion:
+        robust, margins = fused_robust_ce(bm, x, y, eps, beta=beta, num_classes=K, lower=lower,
+                                          upper=upper)
     else:
         out = margin_bounds(bm, x, y, eps, beta=beta if method == "crown-ibp" else 0.0,
                             num_classes=K, lower=lower, upper=upper,
                             return_intermediate=want_reg)
         margins, intervals = out if want_reg else (out, None)
-    robust = robust_ce(margins, reduction="none")
+    if robust is None:
+        robust = robust_ce(margins, reduction="none")
     loss = ibp_mix(natural.mean(), robust.mean(), kappa)
     reg = zero
     if want_reg:

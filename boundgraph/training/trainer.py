@@ -387,7 +387,7 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
             res = certified_loss(bm, xb, yb, method=cfg.method, eps=s["eps"],
                                  kappa=s["kappa"], beta=s["beta"], eps_max=eps_max,
                                  reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
-                                 upper=hi, logits=logits)
+                                 upper=hi, logits=logits, loss_fusion=cfg.loss_fusion)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             if cfg.grad_clip is not None:
