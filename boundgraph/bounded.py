@@ -15,7 +15,7 @@ from .errors import InputError
 from .graph import BoundGraph
 from .ops.activations import RELU_LOWER
 from .ops.base import Interval
-from .perturbation import Perturbation
+from .perturbation import Perturbation, all_finite
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
@@ -53,7 +53,7 @@ class BoundedModule(nn.Module):
         if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
             raise InputError(f"expected input of shape (B, {', '.join(map(str, shape))}), got "
                              f"{tuple(x.shape)}")
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise InputError("the input contains NaN or infinite values")
 
     # ------------------------------------------------------------------------------ bounds
@@ -214,7 +214,7 @@ class BoundedModule(nn.Module):
             C = C.unsqueeze(0)
         if C.dim() != 3 or C.shape[2] != K or C.shape[0] not in (1, B):
             raise InputError(f"C must have shape ({B}, S, {K}) or (S, {K}); got {tuple(C.shape)}")
-        if not torch.isfinite(C).all():
+        if not all_finite(C):
             raise InputError("C contains NaN or infinite values")
         return C.to(dtype=x.dtype, device=x.device)
 
