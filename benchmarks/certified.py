@@ -73,7 +73,8 @@ def run_row(run) -> dict:
         if not (_is_num(test[k]) or (test[k] is None and k in ERROR_FIELDS[1:])):
             raise ValueError(f"test.{k} = {test[k]!r} is not a number")
     row = {"source": "measured", "dataset": run["dataset"], "model": run["model"],
-           "method": run["method"], "eps": test["eps"], "epochs": run["epochs"],
+           "method": run["method"] + (" + loss fusion" if run.get("loss_fusion") else ""),
+           "eps": test["eps"], "epochs": run["epochs"],
            "wall_time_s": run["train_time_s"]}
     for f in ERROR_FIELDS:
         row[f + "_pct"] = None if test[f] is None else float(test[f]) * 100.0

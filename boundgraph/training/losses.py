@@ -91,6 +91,15 @@ def ibp_mix(natural: torch.Tensor, robust: torch.Tensor, kappa: float) -> torch.
     return kappa * natural + (1.0 - kappa) * robust
 
 
+def _setup(bm, x, y, eps, beta, num_classes, lower, upper):
+    """The checked beta, the margin specification and the L-inf ball of a bound call."""
+    beta = float(beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    K = num_classes or math.prod(bm.graph.output_shape)
+    return beta, margin_spec(y, K, dtype=x.dtype), LinfBall(float(eps), lower=lower, upper=upper)
+
+
 def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: float = 0.0,
                   num_classes: int | None = None, lower: float | None = 0.0,
                   upper: float | None = 1.0, return_intermediate: bool = False):
@@ -102,12 +111,7 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
     ``return_intermediate`` also returns the IBP intervals of every node (``{name: Interval}``)
     for the warm-up regularisers.
     """
-    beta = float(beta)
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    K = num_classes or math.prod(bm.graph.output_shape)
-    C = margin_spec(y, K, dtype=x.dtype)
-    ptb = LinfBall(float(eps), lower=lower, upper=upper)
+    beta, C, ptb = _setup(bm, x, y, eps, beta, num_classes, lower, upper)
     # one interval pass serves both margins: CROWN-IBP reuses its intervals and set-up
     m_ibp, _, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C, bound_upper=False,
                                             return_intermediate=True)
@@ -137,12 +141,7 @@ def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: f
     (which decide the "certified" count of a training batch), plus the IBP intervals of every
     node with ``return_intermediate``.
     """
-    beta = float(beta)
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    K = num_classes or math.prod(bm.graph.output_shape)
-    C = margin_spec(y, K, dtype=x.dtype)
-    ptb = LinfBall(float(eps), lower=lower, upper=upper)
+    beta, C, ptb = _setup(bm, x, y, eps, beta, num_classes, lower, upper)
     m_lo, m_hi, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C,
                                               return_intermediate=True)
     r_ibp = robust_ce(m_lo, reduction="none")
