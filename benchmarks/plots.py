@@ -279,14 +279,16 @@ def plot_training_speed(json_path=None, png_path=None) -> Path | None:
         print(f"{jp}: no 'ratio_vs_natural' to plot", file=sys.stderr)
         return None
     names = list(ratio)
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.bar(names, [ratio[n] for n in names], color=[COLORS.get(n, "#999999") for n in names])
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    ax.bar(range(len(names)), [ratio[n] for n in names],
+           color=[COLORS.get(n, "#999999") for n in names])
+    ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names])  # variant below
     for n, target in (data.get("targets") or {}).items():
         if n in names:
             i = names.index(n)
             ax.plot([i - 0.4, i + 0.4], [target, target], "k--", lw=1)
             ax.text(i, target, f" target {target:g}x", fontsize=7, va="bottom", ha="center")
-    ax.tick_params(axis="x", labelrotation=20)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("time per training step / natural")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"Training speed ({data.get('model', '?')}, batch {data.get('batch_size', '?')})")

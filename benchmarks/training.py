@@ -17,7 +17,8 @@ backward, optimiser step) through the same code path as the trainer
   gradient-norm clipping.
 
 Variants are timed in interleaved rounds (natural, ibp, ..., improved-ibp, natural, ...)
-so that a change in machine load hits all of them alike; the figure is the median over rounds.
+so that a change in machine load hits all of them alike; the ratio to natural training is the
+median over rounds of each round's ratio.
 Images are the first MNIST training images when MNIST is available, else uniform noise.
 
     python -m benchmarks.training                 # writes results/training_speed.{json,md}
@@ -125,7 +126,12 @@ def main(argv=None) -> int:
               ", ".join(f"{m} {times[m][-1]:.2f}s" for m in METHODS), flush=True)
     load_after = os.getloadavg()
     med = {m: statistics.median(times[m]) for m in METHODS}
-    ratio = {m: med[m] / med["natural"] for m in METHODS}
+    # the ratio of each round (its variants ran back to back, under the same load), then the
+    # median over rounds: steadier than a ratio of medians when the machine's load drifts
+    ratio = {m: statistics.median(t / n for t, n in zip(times[m], times["natural"]))
+             for m in METHODS}
+    spread = {m: [min(t / n for t, n in zip(times[m], times["natural"])),
+                  max(t / n for t, n in zip(times[m], times["natural"]))] for m in METHODS}
     payload = {
         "benchmark": "training_speed",
         "model": args.model, "input": [1, 28, 28], "classes": 10, "data": source,
@@ -135,23 +141,27 @@ def main(argv=None) -> int:
         "median_seconds_per_unit": med,
         "median_seconds_per_batch": {m: med[m] / args.batches for m in METHODS},
         "ratio_vs_natural": ratio,
+        "ratio_range_over_rounds": spread,
         "targets": TARGETS,
         "load_average_1min": {"before": load_before[0], "after": load_after[0]},
         "machine": machine_stamp(),
         "command": "python -m benchmarks.training " + " ".join(argv or []),
     }
     rows = [[m, f"{med[m] / args.batches * 1000:.0f}", f"{ratio[m]:.2f}x",
+             f"{spread[m][0]:.2f}-{spread[m][1]:.2f}x",
              f"<= {TARGETS[m]:g}x" if m in TARGETS else ""] for m in METHODS]
     mstamp = payload["machine"]
     table = (
         f"# Training speed: {args.model}, batch {B}, MNIST-shaped input\n\n"
-        f"Median over {args.rounds} interleaved rounds of {args.batches} full training steps "
-        f"(forward, loss, backward, Adam step) per method; `python -m benchmarks.training`.\n"
+        f"{args.rounds} interleaved rounds of {args.batches} full training steps (forward, loss, "
+        f"backward, Adam step) per method; time per batch: median over rounds; ratio: median "
+        f"over rounds of the round's time / natural training's in the same round (range: its "
+        f"lowest and highest round); `python -m benchmarks.training`.\n"
         f"Machine: {mstamp['cpu']}, {mstamp['torch_threads']} torch threads, torch "
         f"{mstamp['torch']}, commit {mstamp['commit']}, {mstamp['date']}; 1-min load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine is shared, so "
         f"absolute times are noisy; the interleaving keeps ratios fair).\n\n"
-        + md_table(["method", "ms / batch", "vs natural", "target"], rows)
+        + md_table(["method", "ms / batch", "vs natural", "range", "target"], rows)
         + "\nSettings (eps_max 0.1): ibp eps 0.1 with kappa 0 (robust loss only, the peer's "
           "IBP step) and kappa 0.5 (natural loss mixed in, as at the end of an IBP ramp: one "
           "more forward and backward pass); crown-ibp eps 0.1 beta 0.5 (IBP and CROWN-IBP "
