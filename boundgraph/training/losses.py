@@ -130,7 +130,7 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
 
 def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: float = 1.0,
                     num_classes: int | None = None, lower: float | None = 0.0,
-                    upper: float | None = 1.0, return_intermediate: bool = False):
+                    upper: float | None = 1.0):
     """Per-example upper bounds ``(B,)`` of the cross-entropy over the L-inf ball by loss
     fusion (Xu et al. 2020; see the module docstring): one CROWN-IBP backward pass of a single
     row per example instead of K-1.
@@ -138,8 +138,7 @@ def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: f
     The result is ``(1 - beta) R_IBP + beta min(R_fused, R_IBP)`` with ``R_IBP`` the robust CE
     of IBP's margins, a valid upper bound for any beta in [0, 1]; ``beta = 0`` skips the
     backward pass. Returns ``(robust, m_ibp)`` with IBP's margin lower bounds ``(B, K-1)``
-    (which decide the "certified" count of a training batch), plus the IBP intervals of every
-    node with ``return_intermediate``.
+    (which decide the "certified" count of a training batch).
     """
     beta, C, ptb = _setup(bm, x, y, eps, beta, num_classes, lower, upper)
     m_lo, m_hi, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C,
@@ -167,7 +166,7 @@ def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: f
         robust = torch.minimum(r_fused, r_ibp)
         if beta < 1.0:
             robust = (1.0 - beta) * r_ibp + beta * robust
-    return (robust, m_lo, intervals) if return_intermediate else (robust, m_lo)
+    return robust, m_lo
 
 
 @dataclass
