@@ -5,12 +5,12 @@ The public API fits on a card::
     import boundgraph as bg
     bm = bg.BoundedModule(model, example_input)            # trace once
     lb, ub = bm.compute_bounds(x, bg.LinfBall(eps, lower=0.0, upper=1.0),
-                               method="ibp" | "crown-ibp" | "crown", C=None)
+                               method="ibp" | "crown-ibp" | "crown" | "alpha-crown", C=None)
     C = bg.margin_spec(y, num_classes)                      # (B, K-1, K), rows e_y - e_j
     logits = bm(x)                                          # plain forward, same as model(x)
 
 Methods implemented: interval bound propagation (Gowal et al. 2018), CROWN (Zhang et al.
-2018) and CROWN-IBP (Zhang et al. 2020).
+2018), CROWN-IBP (Zhang et al. 2020) and alpha-CROWN (Xu et al. 2021).
 """
 from . import ops
 from .bounded import METHODS, BoundedModule
