@@ -23,7 +23,7 @@ import math
 import sys
 from pathlib import Path
 
-from .common import RESULTS, machine_stamp, md_table, results_dir, write_results
+from .common import RESULTS, machine_stamp, md_table, method_label, results_dir, write_results
 
 PUBLISHED_NOTE = "published, not measured here"
 # Table 14.1 of the seed: the full-scale improved-IBP recipe (Shi et al. 2021, "Fast certified
@@ -73,7 +73,7 @@ def run_row(run) -> dict:
         if not (_is_num(test[k]) or (test[k] is None and k in ERROR_FIELDS[1:])):
             raise ValueError(f"test.{k} = {test[k]!r} is not a number")
     row = {"source": "measured", "dataset": run["dataset"], "model": run["model"],
-           "method": run["method"] + (" + loss fusion" if run.get("loss_fusion") else ""),
+           "method": method_label(run),
            "eps": test["eps"], "epochs": run["epochs"],
            "wall_time_s": run["train_time_s"]}
     for f in ERROR_FIELDS:

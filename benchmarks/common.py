@@ -162,6 +162,11 @@ def write_results(name: str, payload: dict, table: str) -> tuple[Path, Path]:
     return jp, mp
 
 
+def method_label(run: dict) -> str:
+    """A collected training run's method as tables show it (loss fusion named)."""
+    return run["method"] + (" + loss fusion" if run.get("loss_fusion") else "")
+
+
 def md_table(headers: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for r in rows:

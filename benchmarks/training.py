@@ -35,7 +35,7 @@ import os
 import statistics
 import time
 
-from .common import machine_stamp, md_table, write_results
+from .common import machine_stamp, md_table, method_label, write_results
 
 #: timed variants: label -> training method and its schedule values for the step.
 VARIANTS = {
@@ -128,10 +128,9 @@ def main(argv=None) -> int:
     med = {m: statistics.median(times[m]) for m in METHODS}
     # the ratio of each round (its variants ran back to back, under the same load), then the
     # median over rounds: steadier than a ratio of medians when the machine's load drifts
-    ratio = {m: statistics.median(t / n for t, n in zip(times[m], times["natural"]))
-             for m in METHODS}
-    spread = {m: [min(t / n for t, n in zip(times[m], times["natural"])),
-                  max(t / n for t, n in zip(times[m], times["natural"]))] for m in METHODS}
+    per_round = {m: [t / n for t, n in zip(times[m], times["natural"])] for m in METHODS}
+    ratio = {m: statistics.median(r) for m, r in per_round.items()}
+    spread = {m: [min(r), max(r)] for m, r in per_round.items()}
     payload = {
         "benchmark": "training_speed",
         "model": args.model, "input": [1, 28, 28], "classes": 10, "data": source,
@@ -167,9 +166,9 @@ def main(argv=None) -> int:
           "more forward and backward pass); crown-ibp eps 0.1 beta 0.5 (IBP and CROWN-IBP "
           "margins, as during the ramp; after the ramp beta = 0 and a step costs IBP's) with "
           "kappa 0 and 0.5, and with loss fusion (kappa 0; one backward row per example "
-          "instead of 9, a looser bound: see training.md); improved-ibp eps 0.05 (warm-up regulariser active) with "
-          "grad-norm clipping. Targets are issue #4's; DESIGN section 6 asks for IBP <= 3x and "
-          "CROWN-IBP <= 8x.\n")
+          "instead of 9, a looser bound: see training.md); improved-ibp eps 0.05 (warm-up "
+          "regulariser active) with grad-norm clipping. Targets are issue #4's; DESIGN "
+          "section 6 asks for IBP <= 3x and CROWN-IBP <= 8x.\n")
     jp, mp = write_results("training_speed", payload, table)
     from .plots import plot_training_speed
 
@@ -231,7 +230,7 @@ def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) ->
         return "n/a" if v is None else f"{100 * v:.2f}"
 
     rows = [[f"{r['eps']:g}", r["recipe"], r["epochs"],
-             r["method"] + (" + loss fusion" if r.get("loss_fusion") else ""), r["best_epoch"],
+             method_label(r), r["best_epoch"],
              pct(r["best_val"]["val_clean_error"]),
              pct(r["best_val"]["val_certified_error_ibp"]), pct(r["test"]["clean_error"]),
              pct(r["test"]["pgd_error"]), pct(r["test"]["certified_error_ibp"]),

@@ -180,8 +180,7 @@ class ReLU(Elementwise):
         up, lo = u.clamp(min=0), l.clamp(max=0)
         den = up - lo
         up_slope = up / (den + (den == 0))
-        up_bias = up_slope * lo
-        up_bias = -up_bias
+        up_bias = -(up_slope * lo)
         alpha = opts.get("kink_slope")
         if alpha is not None:  # optimised lower slopes (alpha-CROWN); per row with a row axis
             active, unstable = l >= 0, (l < 0) & (u > 0)
