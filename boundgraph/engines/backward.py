@@ -53,11 +53,19 @@ def _pad_to(A, origin, win_origin, win_size):
     return torch.nn.functional.pad(A, (left, right, top, bottom))
 
 
-def _merge(old, new):
-    """Sum two (lA, uA, origin) entries arriving at the same node."""
+def _merge(old, new, shape):
+    """Sum two ``(lA, uA, origin)`` entries arriving at the same node of per-sample ``shape``.
+
+    Windows at different places are padded to the smallest window covering both; an entry with
+    dense coefficients (origin ``None``: its consumer could not keep a window) turns the other
+    one dense too."""
     if old is None:
         return new
     (la, ua, oa), (lb, ub, ob) = old, new
+    if oa is None or ob is None:
+        la, ua = _densify(la, ua, oa, shape)
+        lb, ub = _densify(lb, ub, ob, shape)
+        return _add(la, lb), _add(ua, ub), None
     if oa == ob and _size(la, ua) == _size(lb, ub):
         return _add(la, lb), _add(ua, ub), oa
     sa, sb = _size(la, ua), _size(lb, ub)
@@ -92,18 +100,22 @@ def _window_step(ctx, name, op, vals, la, ua, origin):
         return op.backward_window(la, ua, origin, *vals, opts=ctx.opts)
     if not op.pointwise:
         return None
-    shapes = []
-    for inp, v, s in zip(node.inputs, vals, op.in_shapes):
+    shapes, vals = [], list(vals)
+    for i, (inp, v, s) in enumerate(zip(node.inputs, vals, op.in_shapes)):
         if g.nodes[inp].batched:
             if tuple(s) != tuple(node.shape):
                 return None
             shapes.append(tuple(s[:-2]) + size)
-        else:
-            if torch.is_tensor(v) and any(d != 1 for d in v.shape[-2:]):
-                return None  # a constant varying over a spatial axis (rows or columns)
-            shapes.append(s)
-    vals = [Interval(_crop(v.lower, origin, size), _crop(v.upper, origin, size))
-            if isinstance(v, Interval) else v for v in vals]
+            if isinstance(v, Interval):
+                vals[i] = Interval(_crop(v.lower, origin, size), _crop(v.upper, origin, size))
+            continue
+        view = op.const_view(i, v)
+        if torch.is_tensor(view) and any(d != 1 for d in view.shape[-2:]):
+            # a constant varying over rows or columns: the op sees its part in the window
+            v = view[..., origin[0]:origin[0] + size[0], :] if view.shape[-2] != 1 else view
+            v = v[..., origin[1]:origin[1] + size[1]] if view.shape[-1] != 1 else v
+            vals[i], s = v, tuple(v.shape)
+        shapes.append(s)
     wop = copy.copy(op)
     wop.in_shapes, wop.out_shape = tuple(shapes), tuple(node.shape[:-2]) + size
     per_input, bl, bu = wop.backward(la, ua, *vals, opts=ctx.opts)
@@ -155,7 +167,8 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
         for inp, pair in zip(node.inputs, per_input):
             if pair is None or not g.nodes[inp].batched:
                 continue
-            coeffs[inp] = _merge(coeffs.get(inp), (pair[0], pair[1], new_origin))
+            coeffs[inp] = _merge(coeffs.get(inp), (pair[0], pair[1], new_origin),
+                                 g.nodes[inp].shape)
     B = ctx.box.lower.shape[0]
     fix = lambda t: None if t is None else (t.expand(B, -1) if t.shape[0] != B else t)  # noqa
     return fix(lb), fix(ub)

@@ -234,6 +234,12 @@ class BatchNorm(Affine):
         scale, _ = self._scale_shift(w, b, mean, var, A.dim() - 2)
         return A * scale
 
+    def const_view(self, index, value):
+        # weight, bias and the statistics are per-channel vectors (the flag is a number)
+        if torch.is_tensor(value) and 1 <= index <= 4 and self.out_shape is not None:
+            return _channel_view(value, len(self.out_shape))
+        return value
+
     def wants_clean(self, x, w, b, mean, var, training=False):
         return bool(training)
 

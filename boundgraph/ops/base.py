@@ -142,6 +142,18 @@ class Op:
         """
         return None
 
+    def const_view(self, index: int, value):
+        """Constant input ``index`` as it broadcasts against one sample of the output: a tensor
+        of ``len(out_shape)`` dims (or the number itself). Engines read from it along which
+        output axes a constant varies (e.g. to crop it to a spatial window). The default is
+        torch's broadcasting from the right; ops that place a constant otherwise (BatchNorm's
+        per-channel vectors) override it."""
+        if not torch.is_tensor(value) or self.out_shape is None:
+            return value
+        nd = len(self.out_shape)
+        v = sample_view(value, nd)
+        return v.reshape((1,) * (nd - v.dim()) + tuple(v.shape))
+
     def wants_clean(self, *consts) -> bool:
         """Whether the rule depends on the clean (unperturbed) pass, e.g. BatchNorm with batch
         statistics. ``consts`` holds constant input values (``None`` at bounded positions)."""
