@@ -62,7 +62,7 @@ class BoundedModule(nn.Module):
                        bound_upper: bool = True, relu_lower: str = "adaptive",
                        max_elements: int = 2 ** 25, return_intermediate: bool = False,
                        intervals: dict[str, Interval] | None = None, alpha_steps: int = 20,
-                       alpha_time_limit: float | None = None):
+                       alpha_time_limit: float | None = None, intermediate_grad: bool = False):
         """Lower and upper bounds of ``C f(x')`` (or ``f(x')``) for all ``x'`` in the set.
 
         Parameters
@@ -106,13 +106,23 @@ class BoundedModule(nn.Module):
         alpha_time_limit:
             seconds after which ``"alpha-crown"`` stops optimising and uses the best slopes
             found so far (None: no limit).
+        intermediate_grad:
+            keep the intermediate-bound passes of ``"crown"`` and ``"alpha-crown"`` (one
+            backward pass per neuron worth refining) in the autograd graph, so that gradients
+            also flow through the relaxations they choose. Off by default: those passes are
+            most of full CROWN's work, and recording them for autograd multiplies its memory
+            (gigabytes on a CNN7 image) for gradients that verification never asks for.
 
         Returns
         -------
         ``(lb, ub)``, each ``(B, S)`` with a spec, else ``(B, *output_shape)``; with
-        ``return_intermediate``, ``(lb, ub, intervals)``. Bounds are differentiable with respect
-        to the model's parameters. Every method's bounds are intersected with IBP's at each
-        node, so no method is looser than IBP.
+        ``return_intermediate``, ``(lb, ub, intervals)``. Every method's bounds are intersected
+        with IBP's at each node, so no method is looser than IBP.
+
+        Bounds are differentiable with respect to the model's parameters (when autograd is
+        on): entirely for ``"ibp"`` and ``"crown-ibp"`` (what certified training uses); for
+        ``"crown"`` and ``"alpha-crown"`` through the output's backward pass with the
+        intermediate bounds held constant, unless ``intermediate_grad=True``.
         """
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -146,9 +156,11 @@ class BoundedModule(nn.Module):
             torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
         if method == "alpha-crown":
             bounds, al, au = alpha_bounds(ctx, A, bound_lower, bound_upper, steps=alpha_steps,
-                                          time_limit=alpha_time_limit)
+                                          time_limit=alpha_time_limit,
+                                          intermediate_grad=intermediate_grad)
         elif method == "crown":
-            bounds = crown_intermediate(ctx)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and intermediate_grad):
+                bounds = crown_intermediate(ctx)
         elif intervals is not None:
             bounds = intervals
         else:

@@ -145,6 +145,8 @@ def test_bound_gradients_reach_the_module_parameters(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_gradcheck_of_bounds_in_double_precision(method):
+    """Gradients of every method's bounds are exact, for CROWN and alpha-CROWN with
+    ``intermediate_grad=True`` (through the intermediate bounds too)."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
     x = torch.rand(1, 3, dtype=torch.double)
@@ -155,7 +157,8 @@ def test_gradcheck_of_bounds_in_double_precision(method):
         del model[0].bias
         model[0].bias = bias  # plain tensor attribute: the graph looks it up live
         try:
-            return bm.compute_bounds(x, bg.LinfBall(0.05), method=method)
+            return bm.compute_bounds(x, bg.LinfBall(0.05), method=method,
+                                     intermediate_grad=True)
         finally:
             del model[0].bias
             model[0].bias = nn.Parameter(b0.detach().clone())
@@ -180,6 +183,35 @@ def test_windowed_crown_equals_dense_crown(seed):
         for name in bd:
             assert torch.allclose(bw[name].lower, bd[name].lower, atol=1e-5), name
             assert torch.allclose(bw[name].upper, bd[name].upper, atol=1e-5), name
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_intermediate_crown_passes_stay_out_of_autograd_unless_asked(method):
+    """By default full CROWN's intermediate bounds are constants for autograd: the bounds'
+    gradient is the output pass's alone (equal to the gradient with the intermediate bounds
+    detached), and with ``intermediate_grad=True`` it also follows the intermediate bounds."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(),
+                          nn.Linear(6, 2)).double()
+    x = torch.rand(2, 3, dtype=torch.double)
+    bm = bg.BoundedModule(model, x)
+    ptb = bg.LinfBall(0.3)
+    w = model[0].weight
+
+    def grad(**kw):
+        lb, _ = bm.compute_bounds(x, ptb, method=method, bound_upper=False, **kw)
+        g, = torch.autograd.grad(lb.sum(), w)
+        return lb.detach(), g
+
+    lb0, g0 = grad()
+    lb1, g1 = grad(intermediate_grad=True)
+    torch.testing.assert_close(lb0, lb1)
+    # the first layer's weight reaches the output bound through the intermediate bounds of
+    # both ReLUs; without them its gradient is the output pass's alone
+    assert not torch.allclose(g0, g1)
+    with torch.no_grad():
+        ref = bm.compute_bounds(x, ptb, method=method, bound_upper=False)[0]
+    torch.testing.assert_close(lb0, ref)
 
 
 def test_pointwise_ops_with_per_channel_constants_keep_crown_windows(monkeypatch):

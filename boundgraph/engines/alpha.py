@@ -31,13 +31,17 @@ _OUT = "<output>"
 
 
 def alpha_bounds(ctx: Context, A, lower: bool = True, upper: bool = True, steps: int = 20,
-                 lr: float = 0.1, time_limit: float | None = None):
+                 lr: float = 0.1, time_limit: float | None = None,
+                 intermediate_grad: bool = False):
     """``(bounds, lb, ub)``: CROWN's intermediate bounds and the optimised bounds of
     ``A f(x)`` (``(B, S)``, ``None`` for a side not asked for). ``A`` has shape
     ``(B or 1, S, *out_shape)``; each side is optimised on its own for ``steps`` steps, or
-    until ``time_limit`` seconds (counted from the call) have passed."""
+    until ``time_limit`` seconds (counted from the call) have passed. Without
+    ``intermediate_grad`` the intermediate bounds are computed outside autograd and the
+    result is differentiable in the parameters through the output's pass only."""
     deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
-    base = crown_intermediate(ctx)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and intermediate_grad):
+        base = crown_intermediate(ctx)
     crown = output_bounds(ctx, base, A, lower, upper)
     if steps == 0:
         return base, crown[0], crown[1]
@@ -52,7 +56,7 @@ def alpha_bounds(ctx: Context, A, lower: bool = True, upper: bool = True, steps:
             out.append(ref)
             continue
         best = _optimise(ctx, base, plan, A, side, slopes, steps, lr, deadline)
-        val = _pass(ctx, base, plan, A, side, best)
+        val = _pass(ctx, base, plan, A, side, best, intermediate_grad)
         out.append(torch.maximum(val, ref) if side == "lower" else torch.minimum(val, ref))
     return base, out[0], out[1]
 
@@ -117,12 +121,15 @@ def _initial_slopes(ctx, base, plan, side, S) -> dict:
     return slopes
 
 
-def _pass(ctx, base, plan, A, side, slopes) -> torch.Tensor:
+def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Tensor:
     """The bound of ``side`` of ``A f(x)`` with intermediate bounds recomputed from ``slopes``
-    (each intersected with ``base``, CROWN's) and the output's pass using its own."""
+    (each intersected with ``base``, CROWN's) and the output's pass using its own; the
+    intermediate passes outside autograd unless ``intermediate_grad``."""
     g = ctx.graph
     bounds = {g.input: ctx.box}
+    grad = torch.is_grad_enabled()
     try:
+        torch.set_grad_enabled(grad and intermediate_grad)
         for name in g.batched_order[1:]:
             cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
             b = base[name]  # CROWN's (or IBP's) bound of the node: keep the tighter side
@@ -144,11 +151,13 @@ def _pass(ctx, base, plan, A, side, slopes) -> torch.Tensor:
                 ctx.slopes = {}
                 cur = Interval(lo.view_as(cur.lower), hi.view_as(cur.upper))
             bounds[name] = cur
+        torch.set_grad_enabled(grad)
         ctx.slopes = slopes.get((_OUT, side), {})
         lA, uA = (A, None) if side == "lower" else (None, A)
         lb, ub = backward_pass(ctx, g.output, lA, uA, bounds)
     finally:
         ctx.slopes = {}
+        torch.set_grad_enabled(grad)
     return lb if side == "lower" else ub
 
 
