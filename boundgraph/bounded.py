@@ -159,8 +159,7 @@ class BoundedModule(nn.Module):
                                           time_limit=alpha_time_limit,
                                           intermediate_grad=intermediate_grad)
         elif method == "crown":
-            with torch.set_grad_enabled(torch.is_grad_enabled() and intermediate_grad):
-                bounds = crown_intermediate(ctx)
+            bounds = crown_intermediate(ctx, grad=intermediate_grad)
         elif intervals is not None:
             bounds = intervals
         else:

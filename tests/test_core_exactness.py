@@ -212,6 +212,11 @@ def test_intermediate_crown_passes_stay_out_of_autograd_unless_asked(method):
     with torch.no_grad():
         ref = bm.compute_bounds(x, ptb, method=method, bound_upper=False)[0]
     torch.testing.assert_close(lb0, ref)
+    # the bounds still follow the input box (the verifier's split scores differentiate them)
+    lo, hi = (x - 0.3).requires_grad_(True), (x + 0.3).requires_grad_(True)
+    lb, _ = bm.compute_bounds(x, bg.Box(lo, hi), method=method, bound_upper=False)
+    gl, gh = torch.autograd.grad(lb.sum(), (lo, hi))
+    assert gl.abs().sum() + gh.abs().sum() > 0
 
 
 def test_pointwise_ops_with_per_channel_constants_keep_crown_windows(monkeypatch):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import torch
 
@@ -40,8 +41,7 @@ def alpha_bounds(ctx: Context, A, lower: bool = True, upper: bool = True, steps:
     ``intermediate_grad`` the intermediate bounds are computed outside autograd and the
     result is differentiable in the parameters through the output's pass only."""
     deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
-    with torch.set_grad_enabled(torch.is_grad_enabled() and intermediate_grad):
-        base = crown_intermediate(ctx)
+    base = crown_intermediate(ctx, grad=intermediate_grad)
     crown = output_bounds(ctx, base, A, lower, upper)
     if steps == 0:
         return base, crown[0], crown[1]
@@ -126,9 +126,12 @@ def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Ten
     (each intersected with ``base``, CROWN's) and the output's pass using its own; the
     intermediate passes outside autograd unless ``intermediate_grad``."""
     g = ctx.graph
-    bounds = {g.input: ctx.box}
     grad = torch.is_grad_enabled()
-    try:
+    inner = ctx
+    if grad and not intermediate_grad:  # an input box whose cached centre and radius, set
+        inner = replace(ctx, box=Interval(ctx.box.lower, ctx.box.upper))  # without autograd,
+    bounds = {g.input: inner.box}                                         # stay its own
+    try:  # (the output's pass below concretises over the caller's box, with autograd)
         torch.set_grad_enabled(grad and intermediate_grad)
         for name in g.batched_order[1:]:
             cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
@@ -141,14 +144,14 @@ def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Ten
                 one[0, torch.arange(rows.numel(), device=lo.device), rows] = 1.0
                 one = one.view(1, rows.numel(), *g.nodes[name].shape)
                 for s in ("lower", "upper"):
-                    ctx.slopes = slopes.get((name, s), {})
-                    lb, ub = backward_pass(ctx, name, one if s == "lower" else None,
+                    inner.slopes = slopes.get((name, s), {})
+                    lb, ub = backward_pass(inner, name, one if s == "lower" else None,
                                            one if s == "upper" else None, bounds)
                     if s == "lower":
                         lo[:, rows] = torch.maximum(lo[:, rows], lb)
                     else:
                         hi[:, rows] = torch.minimum(hi[:, rows], ub)
-                ctx.slopes = {}
+                inner.slopes = {}
                 cur = Interval(lo.view_as(cur.lower), hi.view_as(cur.upper))
             bounds[name] = cur
         torch.set_grad_enabled(grad)
@@ -156,7 +159,7 @@ def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Ten
         lA, uA = (A, None) if side == "lower" else (None, A)
         lb, ub = backward_pass(ctx, g.output, lA, uA, bounds)
     finally:
-        ctx.slopes = {}
+        ctx.slopes = inner.slopes = {}
         torch.set_grad_enabled(grad)
     return lb if side == "lower" else ub
 

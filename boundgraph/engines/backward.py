@@ -9,12 +9,16 @@ input (or at a node listed in ``stop_at``) the coefficients are concretised over
 :func:`crown_intermediate` computes the bounds of every node a nonlinear rule needs, in
 topological order, each with its own backward pass (rows = neurons, restricted to the ones the
 consumers say are worth refining, e.g. unstable ReLUs), chunked so that memory stays bounded,
-and intersected with the IBP interval of the same node.
+and intersected with the IBP interval of the same node. Spatial nodes start from tiles of
+positions sized to the rows they hold (one position where there are many channels: the least
+arithmetic), upper bounds come first so that inputs a consumer ignores below zero skip their
+lower pass, and large batches go one example at a time (see :func:`_refine`).
 """
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import torch
 
@@ -36,7 +40,9 @@ def _add(a, b):
 # ``origin`` is the (row, column) of the window's corner, the window's size is the tensor's.
 # A neuron of a convolutional layer depends on a small receptive field of each earlier layer,
 # so starting a backward pass from a tile of neurons and keeping windows through pointwise ops
-# and convolutions saves most of the work. Other ops see full (dense) coefficients.
+# (constants cropped to the window by the layout the op declares, ``Op.const_view``) and
+# convolutions saves most of the work. Other ops see full (dense) coefficients; where a dense
+# entry meets a windowed one at a node, the window is padded out (``_merge``).
 
 def _crop(t, origin, size):
     (r, c), (h, w) = origin, size
@@ -62,6 +68,9 @@ def _merge(old, new, shape):
     if old is None:
         return new
     (la, ua, oa), (lb, ub, ob) = old, new
+    if la is ua and lb is ub and la is not None:  # both sides still one tensor: keep it so
+        s, _, o = _merge((la, None, oa), (lb, None, ob), shape)
+        return s, s, o
     if oa is None or ob is None:
         la, ua = _densify(la, ua, oa, shape)
         lb, ub = _densify(lb, ub, ob, shape)
@@ -189,25 +198,47 @@ def needed_nodes(ctx: Context) -> dict[str, list[tuple[str, int]]]:
     return need
 
 
-def crown_intermediate(ctx: Context) -> dict[str, Interval]:
+def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
     """Intervals of all batched nodes, with CROWN for those that nonlinear rules need.
 
     Each node first gets its IBP interval from its (already refined) inputs; needed nodes are
     then refined by a backward pass from the node itself and the two are intersected, so the
-    result is never looser than IBP.
+    result is never looser than IBP. With ``grad`` false the backward passes run outside
+    autograd (the IBP intervals, a cheap pass, keep their gradients where they are the
+    tighter side).
     """
     g = ctx.graph
     need = needed_nodes(ctx)
     budget = int(ctx.opts.get("max_elements", 2 ** 25))
     bounds: dict[str, Interval] = {g.input: ctx.box}
     for name in g.batched_order[1:]:
-        bounds[name] = ctx.op(name).interval(*ctx.inputs(name, bounds))
-        if name in need:
+        bounds[name] = cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
+        if name not in need:
+            continue
+        if grad or not torch.is_grad_enabled():
             bounds[name] = _refine(ctx, name, need[name], bounds, budget)
+            continue
+        with torch.no_grad():
+            ref = _refine(ctx, name, need[name], bounds, budget)
+        bounds[name] = Interval(torch.maximum(cur.lower, ref.lower),
+                                torch.minimum(cur.upper, ref.upper))
     return bounds
 
 
 def _refine(ctx, name, consumers, bounds, budget) -> Interval:
+    """CROWN bounds of node ``name``'s neurons that its consumers want refined, intersected
+    with its current (IBP) interval ``bounds[name]``.
+
+    Rows are the union over the batch of the consumers' ``refine_mask``. Two savings that
+    leave the refined bounds as they are:
+
+    - when every consumer of the node says which elements are flat below a value
+      (``Op.flat_below``; ReLU: an upper bound ``<= 0``), the upper bounds are computed first
+      and the lower bound only of rows that are not flat in some example (the lower bound of
+      an inactive ReLU input changes neither the relaxation nor any interval after it);
+    - a large batch is refined one example at a time, each with its own rows, when the
+      coefficients of the batch as a whole would not fit in a few ``budget`` chunks anyway.
+    """
     g = ctx.graph
     cur = bounds[name]
     B = cur.lower.shape[0]
@@ -222,23 +253,113 @@ def _refine(ctx, name, consumers, bounds, budget) -> Interval:
     if mask is None:
         rows = torch.arange(n, device=cur.lower.device)
     else:
-        rows = mask.reshape(B, -1).any(0).nonzero().flatten()
+        mask = mask.reshape(B, -1)
+        rows = mask.any(0).nonzero().flatten()
     if rows.numel() == 0:
         return cur
     widest = max(math.prod(g.nodes[a].shape) for a in g.batched_ancestors(name))
+    if B > 1 and B * rows.numel() * widest > _SPLIT_CHUNKS * budget:
+        parts = [_refine(_example(ctx, b), name, consumers,
+                         {k: Interval(v.lower[b:b + 1], v.upper[b:b + 1])
+                          for k, v in bounds.items() if v is not None}, budget)
+                 for b in range(B)]
+        return Interval(torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]))
     chunk = max(1, budget // max(1, B * widest))
     lo, hi = cur.lower.flatten(1), cur.upper.flatten(1)
     new_lo, new_hi = lo.clone(), hi.clone()
     shape = tuple(g.nodes[name].shape)
-    tile = int(ctx.opts.get("tile", 2)) if ctx.opts.get("windows", True) else 0
-    for idx, A, origin in _start_rows(rows, shape, chunk, lo, tile):
-        lb, ub = backward_pass(ctx, name, A, A, bounds, origin=origin)
-        new_lo[:, idx] = torch.maximum(lo[:, idx], lb)
-        new_hi[:, idx] = torch.minimum(hi[:, idx], ub)
+    tile = ctx.opts.get("tile") if ctx.opts.get("windows", True) else 0
+    if tile is None:
+        tile = _tile_size(shape, rows.numel(), chunk)
+    flat = _flat_rule(ctx, name)
+
+    def put(new, old, idx, val, better):
+        # a row refines only the examples whose consumers asked for it, so that an example's
+        # bounds never depend on the other examples of its batch
+        val = better(old[:, idx], val)
+        new[:, idx] = val if mask is None else torch.where(mask[:, idx], val, old[:, idx])
+
+    for idx, A, origin in _start_rows(rows, shape, chunk, lo, int(tile)):
+        if flat is None:
+            lb, ub = backward_pass(ctx, name, A, A, bounds, origin=origin)
+            put(new_lo, lo, idx, lb, torch.maximum)
+            put(new_hi, hi, idx, ub, torch.minimum)
+            continue
+        _, ub = backward_pass(ctx, name, None, A, bounds, origin=origin)
+        put(new_hi, hi, idx, ub, torch.minimum)
+        need = ~flat(new_hi.view(cur.upper.shape)).flatten(1)[:, idx]
+        if mask is not None:
+            need &= mask[:, idx]
+        need = need.any(0)
+        if need.any():
+            k = need.nonzero().flatten()
+            lb, _ = backward_pass(ctx, name, A.index_select(1, k), None, bounds, origin=origin)
+            put(new_lo, lo, idx[k], lb, torch.maximum)
     return Interval(new_lo.reshape(cur.lower.shape), new_hi.reshape(cur.upper.shape))
 
 
-def _start_rows(rows, shape, chunk, like, tile=2):
+#: a batch is refined one example at a time when its coefficients would need more than this
+#: many chunks of ``max_elements`` (then the extra passes cost nothing noticeable)
+_SPLIT_CHUNKS = 8
+
+
+def _example(ctx: Context, b: int) -> Context:
+    """The context of example ``b`` alone (its input box; constants and ops are shared)."""
+    box = Interval(ctx.box.lower[b:b + 1], ctx.box.upper[b:b + 1])
+    return replace(ctx, box=box)
+
+
+def _flat_rule(ctx: Context, name: str):
+    """``upper -> bool mask`` of the elements of node ``name`` whose lower bound no consumer
+    needs (see :meth:`~boundgraph.ops.base.Op.flat_below`), or ``None`` when some consumer
+    cannot say (or the node is the graph's output)."""
+    g = ctx.graph
+    if name == g.output:
+        return None
+    uses = []
+    for c in g.nx.successors(name):
+        node = g.nodes[c]
+        if not node.batched or c not in g.batched_order:
+            continue
+        for i, inp in enumerate(node.inputs):
+            if inp == name:
+                uses.append((ctx.op(c), i))
+    if not uses:
+        return None
+    probe = torch.zeros(1)
+    if any(op.flat_below(i, probe) is None for op, i in uses):
+        return None
+
+    def flat(upper):
+        m = None
+        for op, i in uses:
+            f = op.flat_below(i, upper)
+            m = f if m is None else m & f
+        return m
+    return flat
+
+
+#: rows a backward pass should carry at least, when its tiles allow (fewer rows per pass leave
+#: the per-op overhead of a pass uncovered; more positions per tile widen every row's window)
+_MIN_ROWS = 192
+
+
+def _tile_size(shape, rows: int, chunk: int) -> int:
+    """Side of the square tiles of a spatial node ``(C, H, W)`` whose ``rows`` neurons are to be
+    bounded: the smallest that gives about :data:`_MIN_ROWS` rows per pass.
+
+    Every row of a tile carries the tile's whole receptive field, so one position per tile is
+    the least arithmetic (its own receptive field), and deep nodes with many channels use it;
+    nodes with few rows per position group positions so that a pass is not all overhead."""
+    if len(shape) != 3:
+        return 0
+    C, H, W = shape
+    per_position = max(rows / (H * W), 1e-9)
+    t = round(math.sqrt(_MIN_ROWS / per_position))
+    return max(1, min(t, max(H, W)))
+
+
+def _start_rows(rows, shape, chunk, like, tile=1):
     """Yield ``(flat indices, one-hot start coefficients, window origin)`` chunks of ``rows``.
 
     Spatial nodes ``(C, H, W)`` are walked in square tiles of at most ``tile`` x ``tile``

@@ -43,7 +43,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Elementwise, Interval
+from .base import Elementwise, Interval, pair_buffer
 
 RELU_LOWER = ("adaptive", "zero", "one", "parallel")
 
@@ -159,6 +159,9 @@ class ReLU(Elementwise):
     def refine_mask(self, index, bound: Interval):
         return (bound.lower < 0) & (bound.upper > 0)
 
+    def flat_below(self, index, upper):
+        return upper <= 0
+
     kink_slope = True
 
     def kink_slope_init(self, l, u, opts=None):
@@ -168,6 +171,49 @@ class ReLU(Elementwise):
         if mode in ("zero", "one"):
             return torch.full_like(u, float(mode == "one"))
         return (u / torch.where(u > l, u - l, torch.ones_like(u))).clamp(0, 1)
+
+    #: largest fraction of unstable elements for which :meth:`backward` takes its sparse path
+    sparse_fraction = 0.25
+
+    def backward(self, lA, uA, x: Interval, opts=None):
+        """The shared step of :class:`Elementwise`, computed densely only where that is cheap.
+
+        Stable elements have one exact line (the identity or zero, no intercept), so their
+        coefficients are multiplied by a 0/1 mask, one pass; only the coefficients of unstable
+        elements need the sign split between the two lines, and when these are few (after
+        CROWN's intermediate bounds, a few percent) they are gathered, relaxed and put back.
+        Same lines and values as the shared step, fewer passes over the coefficients."""
+        opts = opts or {}
+        l, u = x.lower, x.upper
+        unstable = (l < 0) & (u > 0)
+        n_unstable = int(unstable.sum())
+        if opts.get("kink_slope") is not None or \
+                n_unstable > self.sparse_fraction * unstable.numel():
+            return super().backward(lA, uA, x, opts)
+        bi, *pos = unstable.nonzero(as_tuple=True)  # example and position of each unstable
+        aL, _, aU, bU = (t[(bi, *pos)] if torch.is_tensor(t) else t
+                         for t in self.relax(l, u, opts))
+        B = l.shape[0]
+        active = (l >= 0).to(l.dtype).unsqueeze(1)
+        outs = pair_buffer(lA, uA, active) or (None, None)
+
+        def side(A, lower, out):
+            S = A.shape[1]
+            new = A * active if out is None else torch.mul(A, active, out=out)
+            if n_unstable == 0:
+                return new, 0.0
+            c = A[(bi if A.shape[0] > 1 else torch.zeros_like(bi), slice(None), *pos)]  # (K, S)
+            a_pos, a_neg = (aL, aU) if lower else (aU, aL)  # the lines of c >= 0 and of c < 0
+            new[(bi, slice(None), *pos)] = c * torch.where(c >= 0, a_pos[:, None],
+                                                           a_neg[:, None])
+            upper_line = (c < 0) if lower else (c > 0)  # the only line with an intercept
+            per = torch.where(upper_line, c, torch.zeros_like(c)) * bU[:, None]
+            bias = per.new_zeros(B, S).index_add(0, bi, per)
+            return new, bias
+
+        nl, lb = side(lA, True, outs[0]) if lA is not None else (None, 0.0)
+        nu, ub = side(uA, False, outs[1]) if uA is not None else (None, 0.0)
+        return [(nl, nu)], lb, ub
 
     def relax(self, l, u, opts=None):
         # One formula for the three cases, in few passes (this runs on every ReLU of every

@@ -43,7 +43,8 @@ def conv_transpose(x, w, stride, padding, output_padding, groups, dilation):
     """
     stride, padding, output_padding, dilation = (_pair(v) for v in
                                                  (stride, padding, output_padding, dilation))
-    if x.device.type != "cpu" or x.shape[0] < _FAST_MIN_ROWS or stride == (1, 1):
+    if x.device.type != "cpu" or x.shape[0] < _FAST_MIN_ROWS or \
+            (stride == (1, 1) and not _few_inputs(w, groups)):
         return F.conv_transpose2d(x, w, None, stride, padding, output_padding, groups, dilation)
     return _ConvTranspose.apply(x, w, stride, padding, output_padding, groups, dilation)
 
@@ -52,11 +53,19 @@ def conv_transpose(x, w, stride, padding, output_padding, groups, dilation):
 _FAST_MIN_ROWS = 64
 
 
+def _few_inputs(w, groups) -> bool:
+    """Whether the convolution being transposed has so few input values per output (a first
+    layer on gray or RGB images) that one matrix product and ``fold`` beat the kernels."""
+    return groups == 1 and w.shape[1] * w.shape[2] * w.shape[3] <= 32
+
+
 class _ConvTranspose(torch.autograd.Function):
     """Transposed convolution with its gradients written as plain convolutions.
 
-    Forward: when the convolution being transposed has few input channels (``C_in * s^2 <=
-    C_out``, stride ``s``, groups and dilation 1; e.g. a first layer), the sub-pixel form: one
+    Forward: when the convolution being transposed has very few input values per output
+    (``C_in * kh * kw <= 32``, groups 1; a first layer on images), a matrix product and
+    ``fold`` (:func:`_fold_conv_transpose`); when it has few input channels (``C_in * s^2 <=
+    C_out``, stride ``s``, groups and dilation 1), the sub-pixel form: one
     convolution with ``s^2`` phase kernels of size ``ceil(K / s)``, then ``pixel_shuffle`` and
     a crop; otherwise ``conv_transpose2d`` in
     channels-last layout (oneDNN). Backward: the gradient for ``x`` is the convolution itself
@@ -67,6 +76,8 @@ class _ConvTranspose(torch.autograd.Function):
     def forward(ctx, x, w, stride, padding, output_padding, groups, dilation):
         ctx.save_for_backward(x, w)
         ctx.conf = (stride, padding, groups, dilation)
+        if _few_inputs(w, groups):
+            return _fold_conv_transpose(x, w, stride, padding, output_padding, dilation)
         if groups == 1 and dilation == (1, 1) and stride[0] == stride[1] and \
                 w.shape[1] * stride[0] ** 2 <= w.shape[0]:
             return _subpixel_conv_transpose(x, w, stride[0], padding, output_padding)
@@ -86,6 +97,20 @@ class _ConvTranspose(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gw = torch.nn.grad.conv2d_weight(g, w.shape, x, stride, padding, dilation, groups)
         return gx, gw, None, None, None, None, None
+
+
+def _fold_conv_transpose(x, w, stride, padding, output_padding, dilation):
+    """``conv_transpose2d`` (groups 1) as the product of each input pixel with the kernel
+    (one matrix product: ``(N, H*W, C_out) @ (C_out, C_in*kh*kw)``) summed into place by
+    ``fold``: fast when the kernel has few input channels, where the convolution kernels
+    vectorise poorly."""
+    co, ci, kh, kw = w.shape
+    N, _, H, W = x.shape
+    cols = torch.matmul(x.flatten(2).transpose(1, 2), w.reshape(co, ci * kh * kw))
+    size = [(n - 1) * s - 2 * p + d * (k - 1) + 1 + o for n, s, p, d, k, o in
+            zip((H, W), stride, padding, dilation, (kh, kw), output_padding)]
+    return F.fold(cols.transpose(1, 2), size, (kh, kw), dilation=dilation, padding=padding,
+                  stride=stride)
 
 
 def _subpixel_conv_transpose(x, w, s, padding, output_padding):
@@ -165,7 +190,7 @@ class Conv2d(Affine):
         lb = ub = 0.0
         if off is not None:
             lb = bias_term(lA, off) if lA is not None else 0.0
-            ub = bias_term(uA, off) if uA is not None else 0.0
+            ub = lb if uA is lA else (bias_term(uA, off) if uA is not None else 0.0)
         starts = [origin[d] * a["stride"][d] - a["padding"][d] for d in range(2)]
 
         def t(A):

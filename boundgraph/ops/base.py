@@ -154,6 +154,13 @@ class Op:
         v = sample_view(value, nd)
         return v.reshape((1,) * (nd - v.dim()) + tuple(v.shape))
 
+    def flat_below(self, index: int, upper: Tensor) -> Tensor | None:
+        """Elements of input ``index`` at which the op's output is one constant for every
+        input value ``<= upper`` (``upper``: an upper bound of that input, its full shape), so
+        that the input's lower bound matters to none of the op's rules there; ``None`` when
+        the op cannot say (the default). ReLU: ``upper <= 0``."""
+        return None
+
     def wants_clean(self, *consts) -> bool:
         """Whether the rule depends on the clean (unperturbed) pass, e.g. BatchNorm with batch
         statistics. ``consts`` holds constant input values (``None`` at bounded positions)."""
@@ -224,6 +231,10 @@ def concretize(lA: Tensor | None, uA: Tensor | None, bound: Interval):
     """
     c = bound.center.flatten(1).unsqueeze(-1)  # (B, n, 1)
     r = bound.radius.flatten(1).unsqueeze(-1)
+    if lA is not None and lA is uA:
+        A = lA.flatten(2)
+        mid, rad = torch.matmul(A, c).squeeze(-1), torch.matmul(A.abs(), r).squeeze(-1)
+        return mid - rad, mid + rad
     lb = ub = None
     if lA is not None:
         A = lA.flatten(2)
@@ -234,18 +245,53 @@ def concretize(lA: Tensor | None, uA: Tensor | None, bound: Interval):
     return lb, ub
 
 
+def pair_buffer(lA, uA, *per_element):
+    """Uninitialised storage for the next ``(lA, uA)`` of a backward step: ``(lo, up)``, the two
+    contiguous halves of one tensor (``B`` broadcast over the coefficients and the
+    ``per_element`` tensors), so that the next linear map takes both in one call without
+    concatenating them (:func:`_both`). ``None`` when autograd records (the halves are written
+    in place) or the sides differ in rows."""
+    if lA is None or uA is None or torch.is_grad_enabled() or lA.shape[1:] != uA.shape[1:]:
+        return None
+    shapes = [lA.shape, uA.shape]
+    for t in per_element:  # (B, *shape) per element or (B, S, *shape) per row
+        if torch.is_tensor(t) and t.dim() >= lA.dim() - 1:
+            shapes.append(t.shape if t.dim() == lA.dim() else (t.shape[0], 1, *t.shape[1:]))
+    full = torch.broadcast_shapes(*shapes)
+    if tuple(full[1:]) != tuple(lA.shape[1:]):
+        return None
+    buf = lA.new_empty((2, *full))
+    return buf[0], buf[1]
+
+
+def _halves(lA, uA):
+    """``[lA; uA]`` stacked along the batch axis as a view, when the two are the contiguous
+    halves of one tensor (see :func:`pair_buffer`); else ``None``."""
+    base = lA._base
+    if base is None or uA._base is not base or lA.shape != uA.shape or \
+            not (lA.is_contiguous() and uA.is_contiguous() and base.is_contiguous()) or \
+            base.numel() != 2 * lA.numel() or lA.data_ptr() != base.data_ptr() or \
+            uA.data_ptr() != base.data_ptr() + lA.numel() * lA.element_size():
+        return None
+    return base.view(2 * lA.shape[0], *lA.shape[1:])
+
+
 def _both(fn, lA, uA):
     """Apply a linear map to lA and uA, in one call when both are present."""
     if lA is None and uA is None:
         return None, None
     if lA is None:
         return None, fn(uA)
-    if uA is None:
-        return fn(lA), None
+    if uA is None or lA is uA:  # the two sides are one tensor until a relaxation splits them
+        out = fn(lA)
+        return out, (None if uA is None else out)
+    # one call for both (the batch axis, like the row axis, only lists independent maps);
+    # no copy when they already are the halves of one tensor
     if lA.shape == uA.shape:
-        S = lA.shape[1]
-        out = fn(torch.cat([lA, uA], dim=1))
-        return out[:, :S], out[:, S:]
+        both = _halves(lA, uA)
+        out = fn(torch.cat([lA, uA]) if both is None else both)
+        B = lA.shape[0]
+        return out[:B], out[B:]
     return fn(lA), fn(uA)
 
 
@@ -296,7 +342,7 @@ class Affine(Op):
             if lA is not None:
                 lb = bias_term(lA, off)
             if uA is not None:
-                ub = bias_term(uA, off)
+                ub = lb if uA is lA else bias_term(uA, off)
         nl, nu = _both(lambda A: self.transpose(A, *consts), lA, uA)
         return [(nl, nu)] + [None] * len(consts), lb, ub
 
@@ -337,10 +383,11 @@ class Elementwise(Op):
         aL, bL, aU, bU = self.relax(x.lower, x.upper, opts or {})
         nl = nu = None
         lb = ub = 0.0
+        outs = pair_buffer(lA, uA, aL, aU) or (None, None)
         if lA is not None:  # positive coefficients take the lower line, negative the upper
-            nl, lb = relaxation_step(lA, aL, bL, aU, bU)
+            nl, lb = relaxation_step(lA, aL, bL, aU, bU, out=outs[0])
         if uA is not None:  # mirrored
-            nu, ub = relaxation_step(uA, aU, bU, aL, bL)
+            nu, ub = relaxation_step(uA, aU, bU, aL, bL, out=outs[1])
         return [(nl, nu)], lb, ub
 
 
@@ -372,9 +419,10 @@ def _is_zero(b) -> bool:
     return not torch.is_tensor(b) and b == 0
 
 
-def relaxation_step(A, a_pos, b_pos, a_neg, b_neg):
+def relaxation_step(A, a_pos, b_pos, a_neg, b_neg, out=None):
     """Coefficients ``A`` through lines ``(a, b)``: positive entries of ``A`` take
-    ``(a_pos, b_pos)`` and negative ones ``(a_neg, b_neg)``. Returns ``(A', bias)``.
+    ``(a_pos, b_pos)`` and negative ones ``(a_neg, b_neg)``. Returns ``(A', bias)``; ``A'`` is
+    written into ``out`` when given (without autograd; see :func:`pair_buffer`).
 
     Written as ``A * a_base + part * (a_other - a_base)`` with a single sign split, choosing
     the base line so that a zero intercept (a number ``0``, e.g. ReLU's lower line) costs
@@ -386,7 +434,7 @@ def relaxation_step(A, a_pos, b_pos, a_neg, b_neg):
         part, (a_base, b_base), (a_other, b_other) = A.clamp(min=0), (a_neg, b_neg), (a_pos, b_pos)
     a_base, a_other = _per_row(a_base, A), _per_row(a_other, A)
     da = a_other - a_base
-    new = A * a_base
+    new = A * a_base if out is None else torch.mul(A, a_base, out=out)
     if torch.is_grad_enabled():
         new = torch.addcmul(new, part, da)  # one pass instead of a product and a sum
     else:
