@@ -3,6 +3,8 @@ a summary.
 
 Benchmarks (in this order; ``--only`` / ``--skip`` select):
 
+* ``guard``: cost ratios (each method over the forward pass, full CROWN over IBP) against the
+  committed reference; fails when one is more than twice its reference (``benchmarks.guard``);
 * ``bounds``: time, peak memory and tightness of IBP / CROWN-IBP / CROWN (``benchmarks.bounds``);
 * ``scaling``: growth of time and memory with width, depth and input size (``benchmarks.scaling``);
 * ``training``: training-step time of certified vs natural training (``benchmarks.training``);
@@ -60,6 +62,9 @@ class Benchmark:
 
 
 BENCHMARKS = [
+    Benchmark("guard", "benchmarks.guard",
+              "cost ratios against the committed reference (fails on a regression)",
+              ("guard",)),
     Benchmark("bounds", "benchmarks.bounds", "time, memory and tightness per model and method",
               ("bounds",), plot="bounds"),
     Benchmark("scaling", "benchmarks.scaling", "growth with width, depth and input size",

@@ -350,3 +350,52 @@ def test_certified_main_has_published_rows(_results_in_tmp, tmp_path):
     assert "10.82-10.98" in md and "65.03-65.05" in md and "8/255" in md
     data = json.loads((_results_in_tmp / "certified.json").read_text())
     assert "machine" in data and len(data["rows"]) == 2
+
+
+# ----------------------------------------------------------------------------------- guard
+def test_guard_flags_only_ratios_past_the_factor():
+    from benchmarks import guard
+
+    measured = [{"config": "m", "ratios": {"ibp / forward": 2.0, "crown / ibp": 50.0,
+                                           "new / forward": 9.0}}]
+    reference = {"m": {"ibp / forward": 1.5, "crown / ibp": 20.0}}
+    rows = {r["ratio"]: r for r in guard.compare(measured, reference, 2.0)}
+    assert rows["ibp / forward"]["ok"] and rows["new / forward"]["ok"]
+    assert not rows["crown / ibp"]["ok"] and rows["crown / ibp"]["change"] == 2.5
+
+
+def test_guard_run_one_measures_every_ratio():
+    from benchmarks import guard
+
+    r = guard.run_one("mlp", batch=2, in_size=6, methods=["ibp", "crown"], repeats=1)
+    assert set(r["ratios"]) == {"ibp / forward", "crown / forward", "crown / ibp"}
+    assert all(v > 0 and math.isfinite(v) for v in r["ratios"].values())
+
+
+def test_guard_reference_covers_every_configuration():
+    from benchmarks import guard
+
+    ref = json.loads(guard.REFERENCE.read_text())
+    for model, batch, size, methods in guard.CONFIGS:
+        ratios = ref[guard._key(model, batch, size)]
+        assert {f"{m} / forward" for m in methods} <= set(ratios)
+
+
+def test_guard_fails_the_run_on_a_regression(tmp_path, monkeypatch):
+    """A reference with impossibly small ratios makes the guard exit 1 (CI goes red)."""
+    from benchmarks import guard
+
+    monkeypatch.setattr(guard, "CONFIGS", [("mlp", 2, 6, ("ibp",))])
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"mlp b2 6x6": {"ibp / forward": 1e-6}}))
+    assert guard.main(["--reference", str(ref)]) == 1
+    ref.write_text(json.dumps({"mlp b2 6x6": {"ibp / forward": 1e6}}))
+    assert guard.main(["--reference", str(ref)]) == 0
+
+
+def test_readme_figures_are_generated_from_the_committed_results():
+    """The README's benchmark paragraph is exactly what benchmarks.readme writes from the
+    committed bounds.json and suite.json (no figure typed by hand, none left stale)."""
+    from benchmarks import readme
+
+    assert readme.readme_block(readme.README.read_text()) == readme.figures()
