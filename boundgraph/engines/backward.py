@@ -229,8 +229,9 @@ def _refine(ctx, name, consumers, bounds, budget) -> Interval:
     """CROWN bounds of node ``name``'s neurons that its consumers want refined, intersected
     with its current (IBP) interval ``bounds[name]``.
 
-    Rows are the union over the batch of the consumers' ``refine_mask``. Two savings that
-    leave the refined bounds as they are:
+    Rows are the union over the batch of the consumers' ``refine_mask``; each example keeps
+    only the rows its own consumers asked for (its bounds never depend on its batch). Two
+    savings that leave every bound a consumer uses as it is:
 
     - when every consumer of the node says which elements are flat below a value
       (``Op.flat_below``; ReLU: an upper bound ``<= 0``), the upper bounds are computed first
