@@ -271,7 +271,7 @@ def _refine(ctx, name, consumers, bounds, budget) -> Interval:
     shape = tuple(g.nodes[name].shape)
     tile = ctx.opts.get("tile") if ctx.opts.get("windows", True) else 0
     if tile is None:
-        tile = _tile_size(shape, rows.numel(), chunk)
+        tile = _tile_size(shape, rows.numel())
     flat = _flat_rule(ctx, name)
 
     def put(new, old, idx, val, better):
@@ -328,7 +328,7 @@ def _flat_rule(ctx: Context, name: str):
                 uses.append((ctx.op(c), i))
     if not uses:
         return None
-    probe = torch.zeros(1)
+    probe = torch.zeros(1)  # whether an op can say at all does not depend on the bounds
     if any(op.flat_below(i, probe) is None for op, i in uses):
         return None
 
@@ -346,7 +346,7 @@ def _flat_rule(ctx: Context, name: str):
 _MIN_ROWS = 192
 
 
-def _tile_size(shape, rows: int, chunk: int) -> int:
+def _tile_size(shape, rows: int) -> int:
     """Side of the square tiles of a spatial node ``(C, H, W)`` whose ``rows`` neurons are to be
     bounded: the smallest that gives about :data:`_MIN_ROWS` rows per pass.
 
@@ -355,7 +355,7 @@ def _tile_size(shape, rows: int, chunk: int) -> int:
     nodes with few rows per position group positions so that a pass is not all overhead."""
     if len(shape) != 3:
         return 0
-    C, H, W = shape
+    _, H, W = shape
     per_position = max(rows / (H * W), 1e-9)
     t = round(math.sqrt(_MIN_ROWS / per_position))
     return max(1, min(t, max(H, W)))
