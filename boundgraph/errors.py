@@ -36,3 +36,25 @@ class UnsupportedOpError(BoundGraphError):
 
 class TraceError(BoundGraphError):
     """The model could not be traced into a bound graph."""
+
+
+class DomainError(BoundGraphError, ValueError):
+    """An op's input interval leaves the domain where the op is defined or bounded (a log or
+    reciprocal over an interval reaching 0, a square root of negative numbers).
+
+    Op rules raise it with what went wrong; the engines add the node (``node``, and the line
+    of user code in ``where``) before it reaches the user.
+    """
+
+    def __init__(self, message: str, node: str | None = None, where: str = ""):
+        self.message, self.node, self.where = message, node, where
+        text = message
+        if node is not None:
+            text = f"node '{node}'" + (f" (from {where})" if where else "") + f": {message}"
+        super().__init__(text)
+
+    def at(self, node: str, where: str = "") -> "DomainError":
+        """The same error, naming the node (kept if already named)."""
+        if self.node is not None:
+            return self
+        return DomainError(self.message, node, where)

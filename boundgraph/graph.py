@@ -110,6 +110,7 @@ class BoundGraph:
             if n.kind == "op":
                 n.op.in_shapes = tuple(self.nodes[i].shape for i in n.inputs)
                 n.op.out_shape = n.shape
+                n.op.bounded_inputs = tuple(self.nodes[i].batched for i in n.inputs)
 
     # ----------------------------------------------------------------- structure queries
     def batched_ancestors(self, name: str) -> tuple[str, ...]:

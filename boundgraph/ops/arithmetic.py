@@ -130,7 +130,7 @@ class Mul(Op):
         return a * b
 
     def needs_bounds(self, index):
-        return True  # only used when both factors are bounded
+        return all(self.bounded_inputs)  # only the product of two bounded factors uses them
 
     def interval(self, a, b):
         if is_bounded(a) and is_bounded(b):

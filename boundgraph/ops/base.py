@@ -26,7 +26,7 @@ Every operation of the vocabulary is an :class:`Op` with four rules:
 
 Rules see only tensors and their own attributes; engines never look at op names.
 Ops learn the per-sample shapes of their inputs and output from the graph (``in_shapes``,
-``out_shape``) when the graph is built.
+``out_shape``) and which inputs are bounded (``bounded_inputs``) when the graph is built.
 """
 from __future__ import annotations
 
@@ -105,6 +105,9 @@ class Op:
     kind = "op"
     in_shapes: tuple = ()
     out_shape: tuple | None = None
+    #: per input, whether it depends on the model's input (set with the shapes; empty if
+    #: unknown)
+    bounded_inputs: tuple = ()
     #: True for ops acting elementwise (output element i depends on input element i only,
     #: constants broadcasting per channel at most). Engines may then apply the rule to a
     #: spatial window of the tensors instead of the whole (see engines/backward.py).
