@@ -14,7 +14,7 @@ Methods implemented: interval bound propagation (Gowal et al. 2018), CROWN (Zhan
 """
 from . import ops
 from .bounded import METHODS, BoundedModule
-from .errors import BoundGraphError, InputError, TraceError, UnsupportedOpError
+from .errors import BoundGraphError, DomainError, InputError, TraceError, UnsupportedOpError
 from .frontends.onnx_export import export_onnx
 from .frontends.onnx_import import load_onnx
 from .frontends.torch_trace import register_op
@@ -24,7 +24,7 @@ from .spec import margin_spec
 __version__ = "0.1.0"
 
 __all__ = ["BoundedModule", "LinfBall", "Box", "margin_spec", "register_op", "METHODS", "ops",
-           "BoundGraphError", "InputError", "TraceError", "UnsupportedOpError",
+           "BoundGraphError", "DomainError", "InputError", "TraceError", "UnsupportedOpError",
            "export_onnx", "load_onnx"]
 
 from . import training  # noqa: E402  (bg.training.fit / evaluate / load_checkpoint)

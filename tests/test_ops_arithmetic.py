@@ -2,7 +2,8 @@
 (broadcasting included) and every method is sound through products; the product's interval
 and the square's are exact ranges; the square's lines hold on dense grids; division by a
 constant, negation, subtraction with alpha and reversed subtraction are exact affine maps;
-division by the input is refused."""
+division by the input is a product with its reciprocal (a divisor interval reaching 0 is one
+clear error); constant powers have rules."""
 import pytest
 import torch
 import torch.nn as nn
@@ -136,20 +137,21 @@ def test_square_spellings_trace_to_square_and_are_sound(name):
         check_sound(model, x, eps, n=16, bm=bm)
 
 
-def test_other_powers_are_refused_and_power_one_is_the_identity():
+def test_constant_powers_have_rules_and_power_one_is_the_identity():
     class Cube(nn.Module):
         def forward(self, x):
             return x ** 3
 
-    with pytest.raises(bg.UnsupportedOpError, match="power 3"):
-        bg.BoundedModule(Cube(), torch.rand(2, 3))
+    bm = traced(Cube(), torch.rand(2, 3))
+    assert op_kinds(bm) == ["pow"]
+    check_sound(Cube(), torch.rand(2, 3), 0.2, n=8, bm=bm)
 
     class One(nn.Module):
         def forward(self, x):
             return x ** 1 + 0
 
     bm = traced(One(), torch.rand(2, 3))
-    assert "square" not in op_kinds(bm)
+    assert "square" not in op_kinds(bm) and "pow" not in op_kinds(bm)
 
 
 # ---------------------------------------------------------------------- affine arithmetic
@@ -182,13 +184,17 @@ def test_affine_arithmetic_is_exact_for_every_backward_method_and_sound_for_ibp(
     check_sound(model, x, 0.3, methods=("ibp",), n=8, bm=bm)
 
 
-def test_division_by_the_input_is_refused_with_a_reason():
+def test_division_by_the_input_is_a_product_with_its_reciprocal_and_sound():
     class Ratio(nn.Module):
         def forward(self, x):
             return x / (x + 2)
 
-    with pytest.raises(bg.UnsupportedOpError, match="division by a tensor that depends"):
-        bg.BoundedModule(Ratio(), torch.rand(2, 3))
+    x = torch.rand(2, 3)
+    bm = traced(Ratio(), x)
+    assert {"reciprocal", "mul"} <= set(op_kinds(bm))
+    check_sound(Ratio(), x, 0.3, n=16, bm=bm)
+    with pytest.raises(bg.DomainError, match="reciprocal of an interval containing 0"):
+        bm.compute_bounds(x, bg.LinfBall(3.0), method="ibp")  # x + 2 may reach 0
 
 
 class ColumnScaled(nn.Module):

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import torch
 
+from ..errors import DomainError
 from ..ops.base import Interval, concretize
 from .context import Context
 from .interval import interval_pass
@@ -127,7 +128,10 @@ def _window_step(ctx, name, op, vals, la, ua, origin):
         shapes.append(s)
     wop = copy.copy(op)
     wop.in_shapes, wop.out_shape = tuple(shapes), tuple(node.shape[:-2]) + size
-    per_input, bl, bu = wop.backward(la, ua, *vals, opts=ctx.opts)
+    try:
+        per_input, bl, bu = wop.backward(la, ua, *vals, opts=ctx.opts)
+    except DomainError as e:
+        raise ctx.named(e, name) from None
     return per_input, bl, bu, origin
 
 
@@ -165,7 +169,10 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
         step = _window_step(ctx, name, op, vals, la, ua, org) if org is not None else None
         if step is None:
             la, ua = _densify(la, ua, org, node.shape)
-            per_input, bl, bu = op.backward(la, ua, *vals, opts=ctx.opts_for(name))
+            try:
+                per_input, bl, bu = op.backward(la, ua, *vals, opts=ctx.opts_for(name))
+            except DomainError as e:
+                raise ctx.named(e, name) from None
             new_origin = None
         else:
             per_input, bl, bu, new_origin = step
@@ -212,7 +219,10 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
     budget = int(ctx.opts.get("max_elements", 2 ** 25))
     bounds: dict[str, Interval] = {g.input: ctx.box}
     for name in g.batched_order[1:]:
-        bounds[name] = cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
+        try:
+            bounds[name] = cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
+        except DomainError as e:
+            raise ctx.named(e, name) from None
         if name not in need:
             continue
         if grad or not torch.is_grad_enabled():

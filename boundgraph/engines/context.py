@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import DomainError
 from ..graph import BoundGraph
 from ..ops.base import Interval
 
@@ -22,6 +23,10 @@ class Context:
 
     def op(self, name):
         return self.ops.get(name) or self.graph.nodes[name].op
+
+    def named(self, error: DomainError, name: str) -> DomainError:
+        """``error`` (raised by node ``name``'s rule) naming the node and its line of code."""
+        return error.at(name, self.graph.nodes[name].source)
 
     def opts_for(self, name: str) -> dict:
         """Options for node ``name``'s rules: the shared ones plus its own kink slopes."""

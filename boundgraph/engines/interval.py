@@ -2,6 +2,7 @@
 each op's ``interval`` rule."""
 from __future__ import annotations
 
+from ..errors import DomainError
 from ..ops.base import Interval
 from .context import Context
 
@@ -18,7 +19,10 @@ def interval_pass(ctx: Context, bounds: dict[str, Interval] | None = None,
     bounds.setdefault(g.input, ctx.box)
     for name in g.batched_order:
         if name not in bounds:
-            bounds[name] = ctx.op(name).interval(*ctx.inputs(name, bounds))
+            try:
+                bounds[name] = ctx.op(name).interval(*ctx.inputs(name, bounds))
+            except DomainError as e:
+                raise ctx.named(e, name) from None
         if name == until:
             break
     return bounds

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -23,6 +24,7 @@ from torch import fx
 from .. import ops as O
 from ..errors import TraceError, UnsupportedOpError
 from ..graph import BoundGraph, Node
+from .decompose import batch_first_attention, decompose
 
 Factory = Callable[[dict, fx.Node], tuple]
 CONVERTERS: dict[str, Factory] = {}
@@ -36,8 +38,8 @@ class Unsupported(Exception):
 def register_op(target, factory: Factory | None = None):
     """Register how an aten op becomes a bound-graph op (usable as a decorator).
 
-    ``target`` is an op overload (``torch.ops.aten.exp.default``) or its name
-    (``"aten.exp.default"``, as printed in :class:`~boundgraph.UnsupportedOpError`). It replaces
+    ``target`` is an op overload (``torch.ops.aten.expm1.default``) or its name
+    (``"aten.expm1.default"``, as printed in :class:`~boundgraph.UnsupportedOpError`). It replaces
     any earlier rule for that name; ``CONVERTERS.pop(name)`` removes it again.
 
     ``factory(args, node)`` receives the op's arguments by schema name (``args["self"]``,
@@ -51,15 +53,15 @@ def register_op(target, factory: Factory | None = None):
     Converters are only consulted for nodes that depend on the model's input; computations on
     parameters, buffers and literals alone are evaluated by torch itself.
 
-    Example, a rule for ``torch.exp`` (convex and increasing)::
+    Example, a rule for ``torch.expm1`` (``exp(x) - 1``: convex and increasing)::
 
         import boundgraph as bg
 
-        class Exp(bg.ops.Elementwise):
-            kind = "exp"
+        class Expm1(bg.ops.Elementwise):
+            kind = "expm1"
 
             def forward(self, x):
-                return torch.exp(x)
+                return torch.expm1(x)
 
             # interval: Elementwise's default (f(l), f(u)) is right for increasing functions
 
@@ -67,9 +69,9 @@ def register_op(target, factory: Factory | None = None):
                 # lines valid on [l, u]: tangent at the midpoint below, chord above
                 m = (l + u) / 2
                 k = (torch.exp(u) - torch.exp(l)) / (u - l).clamp(min=1e-12)
-                return torch.exp(m), torch.exp(m) * (1 - m), k, torch.exp(l) - k * l
+                return torch.exp(m), torch.exp(m) * (1 - m) - 1, k, torch.expm1(l) - k * l
 
-        bg.register_op("aten.exp.default", lambda args, node: (Exp(), [args["self"]]))
+        bg.register_op("aten.expm1.default", lambda args, node: (Expm1(), [args["self"]]))
 
     (A rule used in earnest must also be sound in floating point, e.g. for ``u - l`` near 0;
     see :mod:`boundgraph.ops.activations` for how the built-in rules do it.)
@@ -139,7 +141,20 @@ register_op("aten.relu.default", lambda a, n: (O.ReLU(), [a["self"]]))
 register_op("aten.neg.default", lambda a, n: (O.Neg(), [a["self"]]))
 register_op("aten.add.Tensor", lambda a, n: (O.Add(a["alpha"]), [a["self"], a["other"]]))
 register_op("aten.add.Scalar", lambda a, n: (O.Add(a["alpha"]), [a["self"], a["other"]]))
-register_op("aten.sub.Tensor", lambda a, n: (O.Sub(a["alpha"]), [a["self"], a["other"]]))
+
+
+@register_op("aten.sub.Tensor")
+def _sub(a, node):
+    x, other = a["self"], a["other"]
+    if a["alpha"] == 1 and isinstance(other, fx.Node) and \
+            str(other.target) == "aten.mean.dim" and other.args[0] is x:
+        m = _args(other)
+        if m["keepdim"] and m.get("dtype") is None and m["dim"]:
+            # x - x.mean(dims): one affine op, whose interval keeps the correlation
+            return O.Center([_sample_dim(x, d) for d in m["dim"]]), [x]
+    return O.Sub(a["alpha"]), [x, other]
+
+
 register_op("aten.sub.Scalar", lambda a, n: (O.Sub(a["alpha"]), [a["self"], a["other"]]))
 register_op("aten.rsub.Scalar", lambda a, n: (O.Sub(a["alpha"]), [a["other"], a["self"]]))
 register_op("aten.rsub.Tensor", lambda a, n: (O.Sub(a["alpha"]), [a["other"], a["self"]]))
@@ -167,6 +182,32 @@ def _div(a, node):
 def _conv2d(a, node):
     ins = [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else [])
     return O.Conv2d(a["stride"], a["padding"], a["dilation"], a["groups"]), ins
+
+
+@register_op("aten.conv1d.default")
+def _conv1d(a, node):
+    if isinstance(a["padding"], str):
+        raise Unsupported(f"padding={a['padding']!r} (give the padding as numbers)")
+    ins = [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else [])
+    return O.Conv1d(a["stride"], a["padding"], a["dilation"], a["groups"]), ins
+
+
+@register_op("aten.conv_transpose1d.default")
+@register_op("aten.conv_transpose2d.input")
+def _conv_transpose(a, node):
+    ins = [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else [])
+    return O.ConvTranspose(a["stride"], a["padding"], a["output_padding"], a["groups"],
+                           a["dilation"]), ins
+
+
+@register_op("aten.upsample_nearest1d.vec")
+@register_op("aten.upsample_nearest2d.vec")
+@register_op("aten.upsample_bilinear2d.vec")
+def _upsample(a, node):
+    mode = "bilinear" if "bilinear" in str(node.target) else "nearest"
+    size = _sample_shape(node)[1:]  # the size torch produced (scale factors included)
+    return O.Upsample(size, mode, a.get("align_corners") if mode == "bilinear" else None), \
+        [a["input"]]
 
 
 @register_op("aten.batch_norm.default")
@@ -228,18 +269,76 @@ def _clamp_tensor(a, node):
     raise Unsupported("clamp with tensor bounds; pass numbers as min/max")
 
 
-# arithmetic
+# arithmetic and smooth elementwise functions
 register_op("aten.square.default", lambda a, n: (O.Square(), [a["self"]]))
+for _n, _cls in (("exp", "Exp"), ("log", "Log"), ("reciprocal", "Reciprocal"),
+                 ("sqrt", "Sqrt"), ("rsqrt", "Rsqrt"), ("sin", "Sin"), ("cos", "Cos"),
+                 ("erf", "Erf")):
+    register_op(f"aten.{_n}.default", lambda a, n, c=_cls: (getattr(O, c)(), [a["self"]]))
 
 
 @register_op("aten.pow.Tensor_Scalar")
 def _pow(a, node):
     p = a["exponent"]
+    if isinstance(p, fx.Node) or not isinstance(p, (int, float)):
+        raise Unsupported("a power whose exponent is computed at run time")
     if p == 2:
         return O.Square(), [a["self"]]
     if p == 1:
         return O.Identity(), [a["self"]]
-    raise Unsupported(f"power {p} (only 1 and 2 have rules)")
+    return O.Pow(p), [a["self"]]
+
+
+# two bounded operands
+register_op("aten.maximum.default", lambda a, n: (O.Maximum(), [a["self"], a["other"]]))
+register_op("aten.minimum.default", lambda a, n: (O.Minimum(), [a["self"], a["other"]]))
+
+
+@register_op("aten.matmul.default")
+@register_op("aten.bmm.default")
+def _matmul(a, node):
+    x, y = a["self"], a["mat2"] if "mat2" in a else a["other"]
+    for v in (x, y):
+        shape = _val_shape(v) if isinstance(v, fx.Node) else tuple(v.shape)
+        rank = len(shape) - (1 if isinstance(v, fx.Node) and _depends_on_input(v) else 0)
+        if rank < 2:
+            raise Unsupported("matmul with a vector operand (each operand needs the two "
+                              "matrix dimensions per example)")
+    return O.MatMul(), [x, y]
+
+
+def _extreme(cls):
+    def conv(a, node):
+        dims = a["dim"]
+        dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+        if not dims:
+            raise Unsupported("reductions over all dimensions include the batch")
+        return getattr(O, cls)([_sample_dim(a["self"], d) for d in dims], a["keepdim"]), \
+            [a["self"]]
+    return conv
+
+
+register_op("aten.amax.default", _extreme("Amax"))
+register_op("aten.amin.default", _extreme("Amin"))
+register_op("aten.max.dim", _extreme("Amax"))  # its values; see _getitem
+register_op("aten.min.dim", _extreme("Amin"))
+
+
+# softmax
+@register_op("aten.softmax.int")
+@register_op("aten._softmax.default")
+def _softmax(a, node):
+    if a.get("dtype") is not None or a.get("half_to_float"):
+        raise Unsupported("softmax with a dtype argument")
+    return O.Softmax(_sample_dim(a["self"], a["dim"])), [a["self"]]
+
+
+@register_op("aten.log_softmax.int")
+@register_op("aten._log_softmax.default")
+def _log_softmax(a, node):
+    if a.get("dtype") is not None or a.get("half_to_float"):
+        raise Unsupported("log_softmax with a dtype argument")
+    return O.LogSoftmax(_sample_dim(a["self"], a["dim"])), [a["self"]]
 
 
 # pooling and reductions
@@ -422,6 +521,10 @@ _MULTI_OUTPUT = {"aten.split.Tensor", "aten.split_with_sizes.default", "aten.chu
 @register_op("<built-in function getitem>")
 def _getitem(a, node):
     src, i = a["0"], a["1"]
+    if isinstance(src, fx.Node) and str(src.target) in ("aten.max.dim", "aten.min.dim"):
+        if i != 0:
+            raise Unsupported("the indices of max/min (only their values have rules)")
+        return O.Identity(), [src]
     if not isinstance(src, fx.Node) or str(src.target) not in _MULTI_OUTPUT:
         raise Unsupported("indexing the result of an op without a rule")
     x = src.args[0]
@@ -518,6 +621,67 @@ def _source(node: fx.Node) -> str:
     return f"{f}:{line} in {fn}: {code.strip()}"
 
 
+def _batch_stack(n: fx.Node, stacks: dict, names: dict) -> bool:
+    """Tensors stacked in front of the batch axis (a recurrent layer's final states,
+    ``(layers, batch, hidden)``) stay a list of graph nodes: indexing, squeezing, unbinding and
+    concatenating the list along that axis map onto its elements. Returns whether ``n`` was
+    such a node (then handled)."""
+    tname = str(n.target)
+    a = _args(n) if isinstance(n.target, torch._ops.OpOverload) else {}
+    ndim = len(_val_shape(n) or ())
+
+    def first(dim, nd):
+        return isinstance(dim, int) and nd and dim % nd == 0
+
+    if tname == "aten.stack.default" and first(a["dim"], ndim) and \
+            any(t in _INPUT_DEPENDENT for t in a["tensors"]):
+        if all(t in names or t in stacks for t in a["tensors"]):
+            stacks[n] = list(a["tensors"])
+            _INPUT_DEPENDENT.add(n)
+            return True
+        return False
+    if tname == "aten.unsqueeze.default" and a["self"] in _INPUT_DEPENDENT and \
+            first(a["dim"], ndim) and a["self"] in names:
+        stacks[n] = [a["self"]]
+        _INPUT_DEPENDENT.add(n)
+        return True
+    if tname == "aten.cat.default" and a["tensors"] and all(t in stacks for t in a["tensors"]) \
+            and first(a["dim"], ndim):
+        stacks[n] = [e for t in a["tensors"] for e in stacks[t]]
+        _INPUT_DEPENDENT.add(n)
+        return True
+    src = a.get("self", n.args[0] if n.args else None)
+    if not isinstance(src, fx.Node) or src not in stacks:
+        return False
+    items = stacks[src]
+    pick = None
+    if tname == "<built-in function getitem>":  # of an unbind
+        pick = items[n.args[1]]
+    elif tname == "aten.select.int" and first(a["dim"], ndim + 1):
+        pick = items[a["index"]]
+    elif tname in ("aten.squeeze.dim", "aten.squeeze.dims") and len(items) == 1:
+        dims = a["dim"] if tname == "aten.squeeze.dim" else a["dim"]
+        dims = dims if isinstance(dims, (list, tuple)) else [dims]
+        if [d % (ndim + 1) for d in dims] == [0]:
+            pick = items[0]
+    elif tname == "aten.unbind.int" and first(a["dim"], ndim + 1):
+        stacks[n] = items
+        _INPUT_DEPENDENT.add(n)
+        return True
+    elif tname == "aten.slice.Tensor" and first(a["dim"], ndim):
+        stacks[n] = items[slice(a["start"], a["end"], a["step"])]
+        _INPUT_DEPENDENT.add(n)
+        return True
+    if pick is None:
+        return False
+    if pick in stacks:
+        stacks[n] = stacks[pick]
+    else:
+        names[n] = names[pick]
+    _INPUT_DEPENDENT.add(n)
+    return True
+
+
 # ------------------------------------------------------------------------------- tracing
 def export_module(model: torch.nn.Module, example: torch.Tensor):
     """``torch.export`` the model in evaluation mode with a dynamic batch dimension."""
@@ -529,7 +693,9 @@ def export_module(model: torch.nn.Module, example: torch.Tensor):
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # nn.LSTM / nn.GRU refresh their flat weight list in forward; export warns
+            warnings.filterwarnings("ignore", message="The tensor attributes .*_flat_weights")
             return export(model, (ex,), dynamic_shapes=({0: Dim("batch")},), strict=False)
     except Exception as e:  # noqa: BLE001 - turned into one readable error
         msg = str(e).strip().splitlines()
@@ -541,9 +707,35 @@ def export_module(model: torch.nn.Module, example: torch.Tensor):
             m.training = t
 
 
+def _has_rule(name: str) -> bool:
+    return name in CONVERTERS or name in _SKIP or name in _MULTI_OUTPUT
+
+
+def _input_dependence(ep) -> Callable[[fx.Node], bool]:
+    """Whether a node of ``ep``'s graph depends on the model's input."""
+    user = set(ep.graph_signature.user_inputs)
+    dep: set = set()
+    for n in ep.graph.nodes:
+        if n.op == "placeholder":
+            if n.name in user:
+                dep.add(n)
+        elif str(n.target) not in _SKIP and any(i in dep for i in n.all_input_nodes):
+            dep.add(n)  # sizes (sym_size) are not values: factories sized by them are constants
+    return dep.__contains__
+
+
 def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
-    """Trace ``model`` (batch-first input like ``example``) into a bound graph."""
-    ep = export_module(model, example)
+    """Trace ``model`` (batch-first input like ``example``) into a bound graph.
+
+    Ops without a rule are first decomposed into ops that have one
+    (:mod:`boundgraph.frontends.decompose`)."""
+    with batch_first_attention(model):
+        ep = export_module(model, example)
+    try:
+        ep, declined = decompose(ep, _has_rule, _input_dependence)
+    except Exception as e:  # noqa: BLE001 - turned into one readable error
+        raise TraceError(f"decomposing the ops of {type(model).__name__} without rules failed: "
+                         f"{type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
     sig = ep.graph_signature
     origin = type(model).__name__
     params = dict(sig.inputs_to_parameters)
@@ -576,6 +768,7 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
         return name
 
     _INPUT_DEPENDENT.clear()
+    stacks: dict[fx.Node, list] = {}
     for n in ep.graph.nodes:
         if n.op == "placeholder":
             if n.name in params or n.name in buffers:
@@ -597,6 +790,8 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
             tname = str(n.target)
             if tname in _SKIP:
                 continue
+            if _batch_stack(n, stacks, names):
+                continue
             if tname in _MULTI_OUTPUT and n.args[0] in _INPUT_DEPENDENT:
                 _INPUT_DEPENDENT.add(n)  # stands for its input; see _getitem
                 if n.args[0] in names:
@@ -608,7 +803,8 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
             else:  # a computation on constants only: torch itself evaluates it
                 conv = lambda a, node: _constant_call(node)  # noqa: E731
             if conv is None:
-                unsupported.append((n.name, tname, _source(n)))
+                why = f"{tname} ({declined[n.name]})" if n.name in declined else tname
+                unsupported.append((n.name, why, _source(n)))
                 continue
             try:
                 op, ins = conv(_args(n), n)
@@ -618,6 +814,11 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
             refs = []
             for v in ins:
                 if isinstance(v, fx.Node):
+                    if v in stacks:
+                        unsupported.append((n.name, f"{tname} (of tensors stacked along the "
+                                            "batch axis; only indexing them is supported)",
+                                            _source(n)))
+                        break
                     if v not in names:  # input of an unsupported node: already reported
                         break
                     refs.append(names[v])
@@ -639,6 +840,9 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
             out = outs[0]
         else:
             unsupported.append((n.name, f"{n.op} {n.target}", _source(n)))
+    if out in stacks:
+        unsupported.append((out.name, f"{out.target} (the output stacks tensors along the "
+                            "batch dimension)", _source(out)))
     if unsupported:
         raise UnsupportedOpError(unsupported, model=f"{origin} (traced with torch.export)")
     if out not in names:
