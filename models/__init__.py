@@ -2,9 +2,10 @@
 
 Every factory takes keyword arguments ``in_channels``, ``in_size`` (image height = width)
 and ``num_classes``, defaulting to MNIST (1, 28, 10); pass ``in_channels=3, in_size=32``
-for CIFAR-10.  Models are built from ``Conv2d``, ``Linear``, ``BatchNorm1d/2d``, ``ReLU``,
-``Flatten``, ``AvgPool2d``, ``+`` and ``torch.cat`` only, accept any batch size, and export
-with ``torch.export`` using a dynamic batch dimension.  This package does not depend on
+for CIFAR-10.  The vision models are built from ``Conv2d``, ``Linear``, ``BatchNorm1d/2d``,
+``ReLU``, ``Flatten``, ``AvgPool2d``, ``+`` and ``torch.cat``; ``vit_small`` adds
+``nn.MultiheadAttention`` and ``nn.LayerNorm``, ``lstm_rows`` an ``nn.LSTM``. All accept any
+batch size and export with ``torch.export`` using a dynamic batch dimension.  This package does not depend on
 ``boundgraph``.
 
 >>> from models import get_model
@@ -22,6 +23,7 @@ from .cnn import cnn7, cnn_3layer, cnn_4layer, dm_large, dm_medium, dm_small
 from .densenet import DenseBlock, densenet_small
 from .mlp import mlp
 from .resnet import PreActBlock, resnet_small
+from .sequence import lstm_rows, vit_small
 
 __all__ = [
     "MODELS",
@@ -35,6 +37,8 @@ __all__ = [
     "dm_large",
     "resnet_small",
     "densenet_small",
+    "vit_small",
+    "lstm_rows",
     "PreActBlock",
     "DenseBlock",
     "Normalize",
@@ -55,6 +59,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dm_large": dm_large,
     "resnet_small": resnet_small,
     "densenet_small": densenet_small,
+    "vit_small": vit_small,
+    "lstm_rows": lstm_rows,
 }
 
 

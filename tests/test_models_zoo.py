@@ -28,6 +28,8 @@ NAMES = [
     "dm_large",
     "resnet_small",
     "densenet_small",
+    "vit_small",
+    "lstm_rows",
 ]
 SHAPES = {"mnist": (1, 28), "cifar": (3, 32)}
 ALLOWED_LEAVES = (
@@ -38,6 +40,8 @@ ALLOWED_LEAVES = (
     nn.ReLU,
     nn.Flatten,
     nn.AvgPool2d,
+    nn.LayerNorm,  # vit_small (with nn.MultiheadAttention, whose leaf is a Linear)
+    nn.LSTM,  # lstm_rows
 )
 
 

@@ -20,6 +20,8 @@ ZOO = {
     "dm_large": dict(in_channels=1, in_size=8),
     "resnet_small": dict(in_channels=3, in_size=8),
     "densenet_small": dict(in_channels=3, in_size=8),
+    "vit_small": dict(in_channels=1, in_size=8),  # four 4x4 patches
+    "lstm_rows": dict(in_channels=1, in_size=8),  # eight steps
 }
 # full CROWN: the small models, and CNN7 at a reduced width
 CROWN = {
