@@ -191,3 +191,37 @@ def test_seq_first_recurrent_layers_are_refused_with_the_reason():
 
     with pytest.raises(bg.UnsupportedOpError, match="batch_first"):
         bg.BoundedModule(SeqFirst(), torch.randn(2, 5, 3))
+
+
+def test_attention_weights_times_values_stay_in_the_hull_of_the_values():
+    torch.manual_seed(0)
+    model = SelfAttention().eval()
+    x = torch.randn(2, 5, 6)
+    bm = traced(model, x)
+    stochastic = [n for n in bm.graph.op_nodes() if n.op.kind == "matmul"
+                  and n.op.attrs.get("stochastic_rows")]
+    assert len(stochastic) == 1  # attn @ v, not q @ k^T
+    _, _, inter = bm.compute_bounds(x, bg.LinfBall(1.0), method="ibp", return_intermediate=True)
+    node = stochastic[0]
+    v = inter[node.inputs[1]]
+    out = inter[node.name]
+    assert (out.lower >= v.lower.amin(-2, keepdim=True) - 1e-6).all()
+    assert (out.upper <= v.upper.amax(-2, keepdim=True) + 1e-6).all()
+    check_sound(model, x, 1.0, methods=("ibp", "crown"), n=16, bm=bm)
+
+
+@pytest.mark.parametrize("norm", [nn.LayerNorm(8), nn.RMSNorm(8)], ids=["layer", "rms"])
+def test_normalised_outputs_keep_their_known_range_under_wide_intervals(norm):
+    model = _seq(nn.Linear(5, 8), norm).eval()
+    with torch.no_grad():
+        if norm.weight is not None:
+            norm.weight.fill_(1.0)
+        if getattr(norm, "bias", None) is not None:
+            norm.bias.zero_()
+    x = torch.randn(2, 5)
+    bm = traced(model, x)
+    limit = math.sqrt(7 if isinstance(norm, nn.LayerNorm) else 8) * (1 + 1e-4)
+    for method in ("ibp", "crown-ibp", "crown"):
+        lb, ub = bm.compute_bounds(x, bg.LinfBall(10.0), method=method)
+        assert (lb >= -limit).all() and (ub <= limit).all(), method
+    check_sound(model, x, 10.0, n=16, bm=bm)

@@ -68,9 +68,7 @@ def _centered(x, dims):
 
 
 def _var(x, dims, correction, keepdim):
-    n = 1
-    for d in dims:
-        n *= x.shape[d]
+    n = _count(x, dims)
     xc = _centered(x, dims)
     v = (xc * xc).mean(dims, keepdim=keepdim)
     if correction:
@@ -111,9 +109,27 @@ def _std_dim(x, dim=None, unbiased=True, keepdim=False):
     return torch.sqrt(_var(x, _dims(x, dim), int(unbiased), keepdim))
 
 
+def _count(x, dims):
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    return n
+
+
+def _known_range(y, c):
+    """``y`` clamped to ``[-c, c]``, a range it never leaves: the same values, but interval
+    bounds learn the range (a clamp of an interval inside it is exact in every method)."""
+    return torch.clamp(y, -c, c)
+
+
 def _normalize(x, dims, eps):
+    """``(x - mean) / sqrt(var + eps)`` over ``dims``. Each output lies in ``[-sqrt(n - 1),
+    sqrt(n - 1)]`` (``n`` elements: a centred vector has ``xc_i^2 <= (n - 1)/n sum_j xc_j^2``),
+    which the decomposition states with a clamp: without it, a variance interval reaching 0
+    sends IBP's bounds to ``1/sqrt(eps)`` times the input width at every normalisation."""
     xc = _centered(x, dims)
-    return xc * torch.rsqrt((xc * xc).mean(dims, keepdim=True) + eps)
+    y = xc * torch.rsqrt((xc * xc).mean(dims, keepdim=True) + eps)
+    return _known_range(y, math.sqrt(max(_count(x, dims) - 1, 0)) * (1 + 1e-5) + 1e-6)
 
 
 @override("aten.layer_norm.default")
@@ -165,6 +181,7 @@ def _rms_norm(x, normalized_shape, weight=None, eps=None):
     if eps is None:
         eps = torch.finfo(x.dtype).eps
     y = x * torch.rsqrt((x * x).mean(dims, keepdim=True) + eps)
+    y = _known_range(y, math.sqrt(_count(x, dims)) * (1 + 1e-5) + 1e-6)  # x_i^2 <= sum x^2
     return y if weight is None else y * weight
 
 

@@ -304,7 +304,22 @@ def _matmul(a, node):
         if rank < 2:
             raise Unsupported("matmul with a vector operand (each operand needs the two "
                               "matrix dimensions per example)")
-    return O.MatMul(), [x, y]
+    return O.MatMul(stochastic_rows=_is_softmax_rows(x)), [x, y]
+
+
+_PASS_THROUGH = {"aten.dropout.default", "aten.clone.default", "aten.contiguous.default",
+                 "aten.alias.default", "aten.detach.default"}
+
+
+def _is_softmax_rows(v) -> bool:
+    """Whether ``v`` is a softmax over its last dim (rows are probability vectors)."""
+    while isinstance(v, fx.Node) and str(v.target) in _PASS_THROUGH:
+        v = v.args[0]
+    if not isinstance(v, fx.Node) or str(v.target) not in ("aten.softmax.int",
+                                                           "aten._softmax.default"):
+        return False
+    ndim = len(_val_shape(v) or ())
+    return ndim > 0 and isinstance(v.args[1], int) and v.args[1] % ndim == ndim - 1
 
 
 def _extreme(cls):

@@ -136,8 +136,28 @@ class MatMul(Op):
 
     kind = "matmul"
 
+    def __init__(self, stochastic_rows: bool = False):
+        """``stochastic_rows``: the rows of ``a`` are probability vectors (``a`` is a softmax
+        over its last dim, as attention weights are), so each output ``sum_j a_ij b_jk`` is a
+        convex combination of ``b``'s column and lies between ``min_j b_jk`` and
+        ``max_j b_jk``; the interval rule intersects with that hull, which is far tighter than
+        the interval product when ``a`` is wide (IBP through attention)."""
+        super().__init__(**({"stochastic_rows": True} if stochastic_rows else {}))
+        self.stochastic_rows = stochastic_rows
+
     def forward(self, a, b):
         return torch.matmul(a, b)
+
+    def interval(self, a, b):
+        iv = self._interval(a, b)
+        if not self.stochastic_rows:
+            return iv
+        if is_bounded(b):
+            lo, hi = b.lower.amin(-2, keepdim=True), b.upper.amax(-2, keepdim=True)
+        else:
+            W = _const(b, a.lower.dim() - 1, a.center)
+            lo, hi = W.amin(-2, keepdim=True), W.amax(-2, keepdim=True)
+        return Interval(torch.maximum(iv.lower, lo), torch.minimum(iv.upper, hi))
 
     def needs_bounds(self, index):
         return all(self.bounded_inputs)  # only the product of two bounded operands uses them
@@ -149,7 +169,7 @@ class MatMul(Op):
         return max(v.lower.dim() - 1 for v in bounded)
 
     # IBP -------------------------------------------------------------------------------
-    def interval(self, a, b):
+    def _interval(self, a, b):
         if is_bounded(a) and is_bounded(b):
             r = self._rank(a, b)
             ac, ar = _lift(a.center, r), _lift(a.radius, r)
