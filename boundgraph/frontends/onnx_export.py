@@ -7,6 +7,22 @@ the input and output get a symbolic batch dimension ``"batch"``. So a traced mod
 imported ONNX model export the same way, and the file holds only ops that the ONNX importer and
 other verifiers read.
 
+Every op kind of the vocabulary has an emitter (a few uses raise, e.g. a batchnorm in training
+mode or a matmul of vectors). The general architectures map as: exp, log,
+reciprocal, sqrt, sin, cos, erf -> the ONNX op of that name; rsqrt -> Reciprocal(Sqrt);
+pow -> Pow with a constant exponent (Mul for 2); matmul -> MatMul (two computed operands of
+different per-sample ranks get unit axes after the batch axis first); maximum/minimum ->
+Max/Min; amax/amin -> ReduceMax/ReduceMin; center -> Sub(x, ReduceMean(x, keepdims=1));
+softmax/log_softmax -> Softmax/LogSoftmax (axis = per-sample dim + 1); conv1d -> Conv;
+conv_transpose -> ConvTranspose; upsample -> Resize with the output size (nearest: asymmetric
+coordinates rounded down, torch's ``floor(dst * in / out)``; bilinear: ``align_corners`` or
+``half_pixel``). Where onnxruntime's Resize would not reproduce torch for the size at hand
+(nearest source indices are computed in float32 from ``out / in``, and differ by one where
+``dst * in / out`` is an integer, e.g. 14 -> 2), the upsample is written out per axis instead:
+Gather of torch's source indices, or MatMul with the interpolation matrices. The ONNX importer
+reads all of these back onto the same ops (``Sub(x, ReduceMean(x))`` as center, ``Reciprocal(
+Sqrt)`` as rsqrt, ``Mul(x, x)`` as square).
+
 Graphs holding an op without an emitter fall back on PyTorch's TorchScript-based exporter
 (``torch.onnx.export(..., dynamo=False)``) when a plain ``nn.Module`` was given.
 
@@ -28,6 +44,7 @@ from torch import nn
 
 from ..errors import BoundGraphError, InputError, UnsupportedOpError
 from .naming import fresh_name
+from .onnx_ops import upsample_axis_maps
 from .onnxrt import cpu_session, run_session
 
 __all__ = ["export_onnx", "EMITTERS"]
@@ -63,7 +80,8 @@ class _Writer:
         if dtype is not None:
             arr = arr.astype(dtype)
         name = self.unique(hint)
-        self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(arr), name)
+        # np.array, not np.ascontiguousarray, which makes a 0-d array 1-d
+        self.inits[name] = numpy_helper.from_array(np.array(arr, order="C"), name)
         return name
 
     def float_const(self, value, hint: str) -> str:
@@ -436,6 +454,215 @@ def _e_mean(w, node, ins, hint):
     a = node.op.attrs
     return w.add("ReduceMean", [ins[0]], hint, axes=[d + 1 for d in a["dims"]],
                  keepdims=int(a["keepdim"]))
+
+
+# ------------------------------------------------------------------ element-wise functions
+def _unary_emitter(op_type):
+    def emit(w, node, ins, hint):
+        return w.add(op_type, [ins[0]], hint)
+    return emit
+
+
+for _kind, _op_type in (("exp", "Exp"), ("log", "Log"), ("reciprocal", "Reciprocal"),
+                        ("sqrt", "Sqrt"), ("sin", "Sin"), ("cos", "Cos"), ("erf", "Erf")):
+    EMITTERS[_kind] = _unary_emitter(_op_type)
+
+
+@emitter("rsqrt")
+def _e_rsqrt(w, node, ins, hint):
+    return w.add("Reciprocal", [w.add("Sqrt", [ins[0]], f"{hint}_sqrt")], hint)
+
+
+@emitter("pow")
+def _e_pow(w, node, ins, hint):
+    p = float(node.op.attrs["exponent"])
+    if p == 1.0:
+        return w.add("Identity", [ins[0]], hint)
+    if p == 2.0:
+        return w.add("Mul", [ins[0], ins[0]], hint)
+    return w.add("Pow", [ins[0], w.float_const(p, f"{hint}_exponent")], hint)
+
+
+# ------------------------------------------------------------ products, maxima and minima
+def _same_rank(w, node, ins, hint):
+    """Inputs of an op broadcasting per sample (behind the batch axis): two batched operands of
+    different per-sample ranks get unit axes after the batch axis, so that ONNX's broadcasting
+    from the right (which would align the batch axis with a per-sample axis) agrees."""
+    g = w.graph
+    batched = [g.nodes[i].batched for i in node.inputs]
+    if not all(batched):
+        return list(ins)
+    ranks = [len(s) for s in node.op.in_shapes]
+    r = max(ranks)
+    out = []
+    for k, (name, rk) in enumerate(zip(ins, ranks)):
+        if rk < r:
+            name = w.add("Unsqueeze", [name, _ints(w, range(1, 1 + r - rk), f"{hint}_ax{k}")],
+                         f"{hint}_lift{k}")
+        out.append(name)
+    return out
+
+
+@emitter("matmul")
+def _e_matmul(w, node, ins, hint):
+    if any(len(s) < 2 for s in node.op.in_shapes if s is not None):
+        raise _NoEmit("matmul of a vector")
+    return w.add("MatMul", _same_rank(w, node, ins, hint), hint)
+
+
+@emitter("maximum")
+def _e_maximum(w, node, ins, hint):
+    return w.add("Max", _same_rank(w, node, ins, hint), hint)
+
+
+@emitter("minimum")
+def _e_minimum(w, node, ins, hint):
+    return w.add("Min", _same_rank(w, node, ins, hint), hint)
+
+
+def _reduce_extreme(op_type):
+    def emit(w, node, ins, hint):
+        a = node.op.attrs
+        nd = len(node.op.in_shapes[0])
+        dims = sorted({int(d) % nd for d in a["dims"]}) if a["dims"] else list(range(nd))
+        return w.add(op_type, [ins[0]], hint, axes=[d + 1 for d in dims],
+                     keepdims=int(a["keepdim"]))
+    return emit
+
+
+EMITTERS["amax"] = _reduce_extreme("ReduceMax")
+EMITTERS["amin"] = _reduce_extreme("ReduceMin")
+
+
+# ------------------------------------------------------------------------- normalisation
+@emitter("center")
+def _e_center(w, node, ins, hint):
+    nd = len(node.op.in_shapes[0])
+    axes = sorted({int(d) % nd + 1 for d in node.op.attrs["dims"]})
+    mean = w.add("ReduceMean", [ins[0]], f"{hint}_mean", axes=axes, keepdims=1)
+    return w.add("Sub", [ins[0], mean], hint)
+
+
+def _softmax_emitter(op_type):
+    def emit(w, node, ins, hint):
+        nd = len(node.op.in_shapes[0])
+        return w.add(op_type, [ins[0]], hint, axis=int(node.op.attrs["dim"]) % nd + 1)
+    return emit
+
+
+EMITTERS["softmax"] = _softmax_emitter("Softmax")
+EMITTERS["log_softmax"] = _softmax_emitter("LogSoftmax")
+
+
+# -------------------------------------------------------- 1-d and transposed convolutions
+@emitter("conv1d")
+def _e_conv1d(w, node, ins, hint):
+    a = node.op.attrs
+    weight = _value(w, node, 1)
+    p = int(a["padding"])
+    return w.add("Conv", ins, hint, kernel_shape=[int(weight.shape[-1])],
+                 strides=[int(a["stride"])], pads=[p, p], dilations=[int(a["dilation"])],
+                 group=int(a["groups"]))
+
+
+def _per_axis(v, n):
+    return [int(e) for e in v] if isinstance(v, (list, tuple)) else [int(v)] * n
+
+
+@emitter("conv_transpose")
+def _e_conv_transpose(w, node, ins, hint):
+    a = node.op.attrs
+    weight = _value(w, node, 1)
+    n = weight.dim() - 2
+    p = _per_axis(a["padding"], n)
+    return w.add("ConvTranspose", ins, hint, kernel_shape=list(weight.shape[2:]),
+                 strides=_per_axis(a["stride"], n), pads=p + p,
+                 output_padding=_per_axis(a["output_padding"], n),
+                 dilations=_per_axis(a["dilation"], n), group=int(a["groups"]))
+
+
+# ------------------------------------------------------------------------------ upsampling
+def _resize_attrs(mode, align_corners):
+    """Attributes of the ONNX ``Resize`` that computes ``F.interpolate(x, size,
+    mode, align_corners)``: nearest as ``asymmetric`` coordinates rounded down (torch takes
+    source index ``floor(dst * in / out)``), bilinear with ``align_corners`` or ``half_pixel``
+    coordinates (torch's ``(dst + 0.5) * in / out - 0.5``, clamped at 0 as ONNX's linear mode
+    does)."""
+    if mode == "nearest":
+        return dict(mode="nearest", coordinate_transformation_mode="asymmetric",
+                    nearest_mode="floor")
+    return dict(mode="linear",
+                coordinate_transformation_mode="align_corners" if align_corners
+                else "half_pixel")
+
+
+def _resize_agrees(op, in_shape, np_dtype) -> bool:
+    """Whether onnxruntime's ``Resize`` (attributes of :func:`_resize_attrs`) reproduces the
+    upsample op on this size. Nearest: the source index of every output position (computed in
+    float32 from ``out / in``, it can differ from torch's ``floor(dst * (in / out))`` by one
+    where ``dst * in / out`` is an integer); bilinear: the values on a random probe."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    a = op.attrs
+    sp = tuple(in_shape[1:])
+    if a["mode"] == "nearest":
+        probe = np.arange(math.prod(sp), dtype=np.float64).reshape(1, 1, *sp)
+    else:
+        probe = np.random.default_rng(0).random((1, 1, *sp))
+    probe = probe.astype(np_dtype)
+    with torch.no_grad():
+        ref = op.forward(torch.from_numpy(probe)).numpy()
+    elem = TensorProto.FLOAT if np_dtype == np.float32 else TensorProto.DOUBLE
+    sizes = numpy_helper.from_array(np.asarray([1, 1, *a["size"]], np.int64), "sizes")
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"],
+                            **_resize_attrs(a["mode"], a["align_corners"]))
+    graph = helper.make_graph([node], "resize_probe",
+                              [helper.make_tensor_value_info("x", elem, list(probe.shape))],
+                              [helper.make_tensor_value_info("y", elem, None)],
+                              initializer=[sizes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = min(model.ir_version, 8)
+    try:
+        sess = cpu_session(model.SerializeToString(), lambda e: str(e))
+        got = run_session(sess, probe)
+    except Exception:  # noqa: BLE001 - a Resize onnxruntime cannot run: written another way
+        return False
+    if got.shape != ref.shape:
+        return False
+    if a["mode"] == "nearest":
+        return bool(np.array_equal(got, ref))
+    return float(np.abs(got - ref).max()) <= 1e-6
+
+
+@emitter("upsample")
+def _e_upsample(w, node, ins, hint):
+    op = node.op
+    a = op.attrs
+    in_shape = tuple(op.in_shapes[0])
+    n = len(in_shape) - 1
+    if _resize_agrees(op, in_shape, w.np_dtype):
+        sizes = w.add("Concat", [_batch_size(w), _ints(w, [in_shape[0], *a["size"]],
+                                                       f"{hint}_size")], f"{hint}_sizes", axis=0)
+        return w.add("Resize", [ins[0], "", "", sizes], hint,
+                     **_resize_attrs(a["mode"], a["align_corners"]))
+    # a size where onnxruntime's coordinates differ from torch's: the same map written out
+    # per axis, Gather of torch's source indices (nearest) or products with the interpolation
+    # matrices (bilinear)
+    mats = upsample_axis_maps(op, in_shape)
+    x = ins[0]
+    for k, M in enumerate(mats):
+        last = k == n - 1
+        name = hint if last else f"{hint}_axis{k}"
+        ax = 2 + k
+        if a["mode"] == "nearest":
+            idx = w.initializer(M.argmax(1).astype(np.int64), f"{hint}_index{k}")
+            x = w.add("Gather", [x, idx], name, axis=ax)
+        elif ax == n + 1:  # the last axis: x @ M^T
+            x = w.add("MatMul", [x, w.float_const(np.ascontiguousarray(M.T), f"{hint}_m{k}")],
+                      name)
+        else:  # an inner axis (H of (B, C, H, W)): M @ x
+            x = w.add("MatMul", [w.float_const(M, f"{hint}_m{k}"), x], name)
+    return x
 
 
 # ---------------------------------------------------------------------------------- export

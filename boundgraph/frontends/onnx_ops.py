@@ -18,13 +18,22 @@ Adding a converter
     together with all other unsupported nodes. Add the op to the list below.
 
 Supported ONNX ops (default domain, opsets 7 to current; the table ``_CONVERTERS`` is the
-authority, and an unsupported-op error lists it): Gemm, MatMul (a constant on either side),
-Add, Sub, Mul, Div, Sum, Neg, Abs, Pow (square), Relu, LeakyRelu, Clip, Sigmoid, Tanh, Softplus,
-Elu, Selu, Gelu, Conv (1-d and 2-d, pads, strides, dilations, groups, auto_pad),
+authority, and an unsupported-op error lists it): Gemm, MatMul (a constant on either side, or
+two input-dependent operands: ``matmul``), Add, Sub, Mul, Div, Sum, Neg, Abs, Pow (a constant
+exponent), Exp, Log, Reciprocal, Sqrt, Sin, Cos, Erf, Max, Min, Relu, LeakyRelu, Clip, Sigmoid,
+Tanh, Softplus, Elu, Selu, Gelu, Softmax, LogSoftmax, LayerNormalization (decomposed as the torch
+front end does ``nn.LayerNorm``), Conv (1-d and 2-d, pads, strides, dilations, groups,
+auto_pad), ConvTranspose (1-d and 2-d), Resize and Upsample (nearest and linear),
 BatchNormalization (inference), MaxPool, AveragePool, GlobalAveragePool, ReduceMean, ReduceSum,
-Flatten, Reshape, Transpose, Concat, Split, Slice, Gather, Expand, Pad, Squeeze, Unsqueeze,
-Identity, Dropout (inference), Cast (to the same float type), Constant, Shape, Size, and any op
-whose inputs are all constant.
+ReduceMax, ReduceMin, Flatten, Reshape, Transpose, Concat, Split, Slice, Gather, Expand, Pad,
+Squeeze, Unsqueeze, LSTM and GRU (unrolled over the sequence; any direction, initial states,
+LSTM peepholes, both layouts; not clip, input_forget or shorter sequence_lens), Identity,
+Dropout (inference), Cast (to the same float type), Constant, Shape, Size, and any op whose
+inputs are all constant.
+
+One ONNX node may become several bound-graph ops: a converter calls ``imp.add`` once per op
+and returns the last tensor (``LayerNormalization`` gives up to nine ops, ``ConvTranspose`` with
+asymmetric pads a transposed convolution and crops, ``LSTM`` a chain per time step).
 """
 from __future__ import annotations
 
@@ -40,7 +49,7 @@ from .onnx_graph import _FLOAT_TYPES, _T, _Unsupported
 if TYPE_CHECKING:
     from .onnx_import import _Importer
 
-__all__ = ["converter", "Converter"]
+__all__ = ["converter", "Converter", "resize_matrix", "upsample_axis_maps"]
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -112,6 +121,22 @@ def _unary(kind, make=None):
     return conv
 
 
+def _reciprocal_of(imp, x: _T, hint: str) -> _T:
+    """``1 / x``; of a ``sqrt`` (how ``rsqrt`` is exported, and ``x / sqrt(v)`` in
+    decomposed layer norms) the one ``rsqrt`` op."""
+    p = imp._by_name.get(x.node)
+    if p is not None and p.kind == "op" and p.op.kind == "sqrt":
+        t = imp.add(_vocab("rsqrt")(), [imp.batched[p.inputs[0]]], hint)
+    else:
+        t = imp.add(_vocab("reciprocal")(), [x], hint)
+    t.batch = x.batch
+    return t
+
+
+def _reciprocal(imp, node, ins, a):
+    return _reciprocal_of(imp, ins[0], _hint(node))
+
+
 _SELU = (1.67326319217681884765625, 1.05070102214813232421875)  # ONNX's defaults (float32)
 
 _CONVERTERS.update({
@@ -126,6 +151,13 @@ _CONVERTERS.update({
     "Selu": _unary("elu", lambda cls, a: cls(float(a.get("alpha", _SELU[0])),
                                              float(a.get("gamma", _SELU[1])))),
     "Gelu": _unary("gelu", lambda cls, a: cls(_text(a.get("approximate", "none")))),
+    "Exp": _unary("exp"),
+    "Log": _unary("log"),
+    "Reciprocal": _reciprocal,
+    "Sqrt": _unary("sqrt"),
+    "Sin": _unary("sin"),
+    "Cos": _unary("cos"),
+    "Erf": _unary("erf"),
 })
 
 
@@ -161,16 +193,21 @@ def _clip(imp, node, ins, a):
 @converter("Pow")
 def _pow(imp, node, ins, a):
     x, e = ins
-    if not e.const or x.const:
+    if x.const or not e.const:
         raise _Unsupported("Pow with an input-dependent exponent")
-    ev = np.asarray(e.value).reshape(-1)
-    if ev.size != 1 or float(ev[0]) not in (1.0, 2.0):
-        raise _Unsupported(f"Pow with exponent {ev.tolist()} (only 1 and 2 have rules)")
-    if float(ev[0]) == 1.0:
-        return x
-    t = imp.add(_vocab("square")(), [x], _hint(node))
-    t.batch = x.batch
-    return t
+    ev = np.unique(np.asarray(e.value, dtype=np.float64).reshape(-1))
+    if ev.size != 1 or not np.isfinite(ev[0]):
+        raise _Unsupported(f"Pow with exponents {ev.tolist()[:8]} (one constant exponent has "
+                           "rules)")
+    p = float(ev[0])
+    out_shape = _broadcast(x.shape, np.asarray(e.value).shape)
+    if p == 1.0:
+        t = x
+    else:
+        op = _vocab("square")() if p == 2.0 else _vocab("pow")(p)
+        t = imp.add(op, [x], _hint(node))
+        t.batch = x.batch
+    return imp.fit(t, out_shape) if tuple(out_shape) != tuple(x.shape) else t
 
 
 # -- element-wise, binary -----------------------------------------------------------------------
@@ -186,8 +223,13 @@ def _binary(kind):
         x, y = ins[0], ins[1]
         out_shape = _broadcast(x.shape, y.shape)
         r = len(out_shape)
-        if kind == "div" and not y.const:
-            raise _Unsupported("division by an input-dependent tensor")
+        if kind == "div" and not y.const:  # x / y = x * (1 / y), as the torch front end
+            y = _reciprocal_of(imp, y, f"{_hint(node)}_reciprocal")
+            return _binary("mul")(imp, node, [x, y], a)
+        if not x.const and not y.const:
+            fused = _fuse_pair(imp, node, kind, x, y, out_shape)
+            if fused is not None:
+                return fused
         cls = _vocab(kind)
         if x.const or y.const:
             t, c = (y, x) if x.const else (x, y)
@@ -203,7 +245,8 @@ def _binary(kind):
             cv = imp.const_for(t, cv)
             if cv.size == 1 and cv.ndim == 0 or (cv.size == 1 and all(s == 1 for s in cv.shape)
                                                   and cv.ndim <= len(t.sample)):
-                cv = cv.reshape(())  # a scalar: broadcasts anywhere
+                # a scalar: broadcasts anywhere (maximum and minimum take a tensor)
+                cv = cv.reshape((1,) if kind in ("maximum", "minimum") else ())
             src = _input_name(node, c, imp)
             cname = imp.tensor_const(cv, src or f"{_hint(node)}_const",
                                      key=None if src is None else (src, kind, cv.shape))
@@ -222,6 +265,49 @@ def _binary(kind):
 
 for _k, _t in (("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("div", "Div")):
     _CONVERTERS[_t] = _binary(_k)
+
+
+def _extreme(kind):
+    """``Max`` / ``Min`` of any number of inputs: pairwise, constants folded first."""
+    pair = _binary(kind)
+    fold = np.maximum if kind == "maximum" else np.minimum
+
+    def conv(imp, node, ins, a):
+        ts = [t for t in ins if t is not None]
+        consts = [t for t in ts if t.const]
+        acc = None
+        if consts:
+            v = consts[0].value
+            for c in consts[1:]:
+                v = fold(v, c.value)
+            acc = _T(value=np.asarray(v))
+        for t in ts:
+            if t.const:
+                continue
+            acc = t if acc is None else pair(imp, node, [acc, t], a)
+        return acc
+    return conv
+
+
+_CONVERTERS["Max"] = _extreme("maximum")
+_CONVERTERS["Min"] = _extreme("minimum")
+
+
+def _fuse_pair(imp, node, kind, x: _T, y: _T, out_shape):
+    """Two input-dependent operands that are one op of the vocabulary: ``x * x`` is
+    ``square``; ``x - mean(x, dims, keepdim)`` is ``center`` (one affine op whose interval is
+    exact, where a difference of two intervals loses their correlation). The torch front end
+    makes the same ops, so exported files come back as they were traced."""
+    if kind == "mul" and x.node == y.node and x.batch == y.batch:
+        res = _keep_form(imp.add(_vocab("square")(), [x], _hint(node)), x)
+        return imp.fit(res, out_shape)
+    if kind == "sub" and tuple(out_shape) == tuple(x.shape) and x.batch == y.batch:
+        m = imp._by_name.get(y.node)  # the mean itself, not a reshape of it
+        if m is not None and m.kind == "op" and m.op.kind == "mean" and \
+                m.op.attrs.get("keepdim") and m.inputs[0] == x.node:
+            res = _keep_form(imp.add(_vocab("center")(m.op.attrs["dims"]), [x], _hint(node)), x)
+            return imp.fit(res, out_shape)
+    return None
 
 
 def _input_name(node, c: _T, imp) -> str | None:
@@ -310,9 +396,9 @@ def _matmul_shape(sa: tuple, sb: tuple) -> tuple:
 @converter("MatMul")
 def _matmul(imp, node, ins, a):
     A, B = ins
-    if not A.const and not B.const:
-        raise _Unsupported("product of two input-dependent tensors")
     out_shape = _matmul_shape(tuple(A.shape), tuple(B.shape))
+    if not A.const and not B.const:
+        return _matmul_bounded(imp, node, A, B, out_shape)
     hint = _hint(node)
     if not A.const:  # x @ W
         x, W = A, np.asarray(B.value)
@@ -343,6 +429,26 @@ def _matmul(imp, node, ins, a):
     xt = _permute(imp, x, perm, f"{hint}_T")
     res = _linear(imp, node, xt, W2, None, hint, (id(A), "mmL"), node.input[0])
     res = _permute(imp, res, perm, f"{hint}_TT")
+    return imp.fit(res, out_shape)
+
+
+def _matmul_bounded(imp, node, A: _T, B: _T, out_shape) -> _T:
+    """``A @ B`` of two input-dependent tensors: the ``matmul`` op (McCormick planes).
+
+    Vectors are promoted as ONNX does (``(k,) -> (1, k)`` on the left, ``(k, 1)`` on the right)
+    and both operands get the same rank. When that rank is at least 3 and both have a leading
+    unit axis they stay in batch form (per-sample matrices, the leading axes broadcasting);
+    otherwise each example holds its whole ONNX tensor (a unit batch axis in front), so the
+    batch axis is never one of the two matrix axes."""
+    sa = (1,) + tuple(A.shape) if len(A.shape) == 1 else tuple(A.shape)
+    sb = tuple(B.shape) + (1,) if len(B.shape) == 1 else tuple(B.shape)
+    r = max(len(sa), len(sb))
+    sa, sb = (1,) * (r - len(sa)) + sa, (1,) * (r - len(sb)) + sb
+    batch = r >= 3 and sa[0] == 1 and sb[0] == 1
+    ta = imp.reshape(A, sa[1:] if batch else sa, batch)
+    tb = imp.reshape(B, sb[1:] if batch else sb, batch)
+    res = imp.add(_vocab("matmul")(), [ta, tb], _hint(node))
+    res.batch = batch
     return imp.fit(res, out_shape)
 
 
@@ -452,15 +558,10 @@ def _conv(imp, node, ins, a):
     pads = _conv_pads(a, x.sample[1:], kernel, strides, dil)
     hint = _hint(node)
     key = (id(Wt), "conv")
-    if nsp == 1:  # as a 2-d convolution over (C, 1, L)
-        x = imp.reshape(x, (x.sample[0], 1, x.sample[1]), True)
-        W = W[:, :, None, :]
-        kernel, strides, dil = (1,) + kernel, (1,) + strides, (1,) + dil
-        pads = [0, pads[0], 0, pads[1]]
-    begin, end = pads[:2], pads[2:]
-    if begin != end:
+    begin, end = pads[:nsp], pads[nsp:]
+    if begin != end:  # asymmetric: an explicit pad op
         x = _pad_input(imp, x, pads, f"{hint}_pad")
-        padding = (0, 0)
+        padding = (0,) * nsp
     else:
         padding = tuple(begin)
     w = imp.tensor_const(W, node.input[1], weight=True, key=key + (nsp,))
@@ -468,10 +569,12 @@ def _conv(imp, node, ins, a):
     if b is not None:
         refs.append(imp.tensor_const(np.asarray(b.value), node.input[2], weight=True,
                                      key=(id(b), "convb")))
-    res = imp.add(O.Conv2d(strides, padding, dil, group), refs, hint)
-    res.batch = True
     if nsp == 1:
-        res = imp.reshape(res, (res.sample[0], res.sample[2]), True)
+        op = _vocab("conv1d")(strides[0], padding[0], dil[0], group)
+    else:
+        op = O.Conv2d(strides, padding, dil, group)
+    res = imp.add(op, refs, hint)
+    res.batch = True
     return res
 
 
@@ -777,6 +880,8 @@ def _reduce(kind, input_since):
 
 _CONVERTERS["ReduceMean"] = _reduce("mean", 18)
 _CONVERTERS["ReduceSum"] = _reduce("sum", 13)
+_CONVERTERS["ReduceMax"] = _reduce("amax", 18)
+_CONVERTERS["ReduceMin"] = _reduce("amin", 18)
 
 
 # -- slicing and indexing -----------------------------------------------------------------------
@@ -901,6 +1006,613 @@ def _split(imp, node, ins, a):
         outs.append(imp.fit(res, shape))
         start += sz
     return outs
+
+
+# -- normalisation ------------------------------------------------------------------------------
+def _softmax(kind):
+    """``Softmax`` / ``LogSoftmax``. From opset 13 along one axis (default -1); before, over the
+    input flattened to 2-d at ``axis`` (default 1): all axes from ``axis`` on at once."""
+    def conv(imp, node, ins, a):
+        x = ins[0]
+        shape = tuple(x.shape)
+        r = len(shape)
+        ax = int(a.get("axis", -1 if imp.opset >= 13 else 1))
+        if not -r <= ax < r:
+            raise _Unsupported(f"{node.op_type} axis {ax} out of range for rank {r}")
+        ax %= r
+        if imp.opset < 13 and ax < r - 1:  # coerced to 2-d: the trailing axes as one
+            x = imp.fit(x, shape[:ax] + (math.prod(shape[ax:]),))
+        dim = imp.axis(x, ax, node.op_type) - 1
+        res = _keep_form(imp.add(_vocab(kind)(dim), [x], _hint(node)), x)
+        return imp.fit(res, shape)
+    return conv
+
+
+_CONVERTERS["Softmax"] = _softmax("softmax")
+_CONVERTERS["LogSoftmax"] = _softmax("log_softmax")
+
+
+@converter("LayerNormalization")
+def _layer_norm(imp, node, ins, a):
+    """``LayerNormalization`` (opset 17) over the axes from ``axis`` on, as the torch front end
+    decomposes ``nn.LayerNorm``: ``center`` (one affine op), ``square``, ``mean``, ``+ eps``,
+    ``rsqrt``, the product of the centred input with it, a ``clamp`` to the range every
+    normalised entry lies in (``+-sqrt(n - 1)`` for ``n`` entries, an identity on values), then
+    ``* scale`` and ``+ bias``. Only the first output (the normalised tensor) has a rule."""
+    x = ins[0]
+    scale = ins[1] if len(ins) > 1 else None
+    bias = ins[2] if len(ins) > 2 else None
+    if any(t is not None and not t.const for t in (scale, bias)):
+        raise _Unsupported("LayerNormalization with an input-dependent scale or bias")
+    shape = tuple(x.shape)
+    r = len(shape)
+    ax = int(a.get("axis", -1))
+    if not -r <= ax < r:
+        raise _Unsupported(f"LayerNormalization axis {ax} out of range for rank {r}")
+    ax %= r
+    if x.batch and ax == 0:  # normalising over the (unit) batch axis too: per example
+        x = imp.as_whole(x)
+    dims = tuple(imp.axis(x, k, "LayerNormalization") - 1 for k in range(ax, r))
+    eps = float(a.get("epsilon", 1e-5))
+    hint = _hint(node)
+
+    def step(op, refs, name):
+        return _keep_form(imp.add(op, refs, f"{hint}_{name}"), x)
+
+    xc = step(_vocab("center")(dims), [x], "centered")
+    var = step(_vocab("mean")(dims, True), [step(_vocab("square")(), [xc], "square")], "var")
+    var = step(_vocab("add")(), [var, imp.literal(eps, f"{hint}_eps")], "var_eps")
+    inv = step(_vocab("rsqrt")(), [var], "rstd")
+    y = step(_vocab("mul")(), [xc, inv], "normalized")
+    # each normalised entry lies in [-sqrt(n - 1), sqrt(n - 1)]: stated by an identity clamp,
+    # as the torch front end does (it keeps IBP finite where the variance interval reaches 0)
+    n = math.prod(x.sample[d] for d in dims)
+    c = math.sqrt(max(n - 1, 0)) * (1 + 1e-5) + 1e-6
+    y = step(_vocab("clamp")(-c, c), [y], "range")
+    for k, (t, kind) in enumerate(((scale, "mul"), (bias, "add"))):
+        if t is None:
+            continue
+        v = np.asarray(t.value)
+        if v.ndim > r - ax:
+            v = _squeeze_lead(v, r - ax, "LayerNormalization")
+        src = node.input[1 + k]
+        c = imp.tensor_const(v, src or f"{hint}_{kind}", weight=True, key=(src, "ln", kind))
+        y = step(_vocab(kind)(), [y, c], "scaled" if kind == "mul" else "shifted")
+    return imp.fit(y, shape)
+
+
+# -- transposed convolution ---------------------------------------------------------------------
+@converter("ConvTranspose")
+def _conv_transpose(imp, node, ins, a):
+    """``ConvTranspose`` (1-d or 2-d): the ``conv_transpose`` op with symmetric padding (and
+    torch's ``output_padding``); asymmetric pads, ``output_shape`` and ``auto_pad`` become the
+    nearest symmetric padding and a crop (slices) of the rest."""
+    x, Wt = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    if not Wt.const or (b is not None and not b.const):
+        raise _Unsupported("ConvTranspose with input-dependent weights")
+    x = imp.as_batch(x, "ConvTranspose")
+    W = np.asarray(Wt.value)
+    n = W.ndim - 2
+    if n not in (1, 2) or len(x.sample) != n + 1:
+        raise _Unsupported(f"{n}-d transposed convolution")
+    kernel = tuple(W.shape[2:])
+    if "kernel_shape" in a and tuple(int(k) for k in a["kernel_shape"]) != kernel:
+        raise _Unsupported("ConvTranspose whose kernel_shape differs from the weight's")
+    strides = _pairs(a, "strides", 1, n)
+    dil = _pairs(a, "dilations", 1, n)
+    opad = _pairs(a, "output_padding", 0, n)
+    group = int(a.get("group", 1))
+    in_sp = tuple(x.sample[1:])
+    full = [(i - 1) * s + (k - 1) * d + 1 for i, s, k, d in zip(in_sp, strides, kernel, dil)]
+    auto = _text(a.get("auto_pad", "NOTSET"))
+    if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+        if "output_shape" in a:
+            target = [int(v) for v in a["output_shape"]][-n:]
+        else:
+            target = [i * s for i, s in zip(in_sp, strides)]
+        total = [f + p - t for f, p, t in zip(full, opad, target)]
+        if any(t < 0 for t in total):
+            raise _Unsupported("ConvTranspose with an output_shape larger than the full output")
+        if auto == "SAME_UPPER":
+            begin, end = [t // 2 for t in total], [t - t // 2 for t in total]
+        else:
+            begin, end = [t - t // 2 for t in total], [t // 2 for t in total]
+    elif auto in ("NOTSET", "", "VALID"):
+        pads = [0] * (2 * n) if auto == "VALID" else [int(p) for p in a.get("pads", [0] * 2 * n)]
+        begin, end = pads[:n], pads[n:]
+    else:
+        raise _Unsupported(f"auto_pad={auto}")
+    if any(p < 0 for p in begin + end):
+        raise _Unsupported("ConvTranspose with negative pads")
+    sym = [min(p, q) for p, q in zip(begin, end)]
+    extra = [max(0, o - e + p) for o, e, p in zip(opad, end, sym)]  # torch's output_padding
+    if any(q >= s and q >= d for q, s, d in zip(extra, strides, dil)):
+        raise _Unsupported("ConvTranspose with output_padding not below the stride or dilation")
+    hint = _hint(node)
+    refs = [x, imp.tensor_const(W, node.input[1], weight=True, key=(id(Wt), "convT"))]
+    if b is not None:
+        refs.append(imp.tensor_const(np.asarray(b.value), node.input[2], weight=True,
+                                     key=(id(b), "convTb")))
+    op = _vocab("conv_transpose")(tuple(strides), tuple(sym), tuple(extra), group, tuple(dil))
+    res = imp.add(op, refs, hint)
+    res.batch = True
+    for k in range(n):  # crop what the symmetric padding left
+        start = begin[k] - sym[k]
+        size = full[k] + opad[k] - begin[k] - end[k]
+        if size <= 0:
+            raise _Unsupported("ConvTranspose with an empty output")
+        if start == 0 and size == res.sample[1 + k]:
+            continue
+        res = _keep_form(imp.add(_vocab("slice")(1 + k, start, start + size, 1), [res],
+                                 f"{hint}_crop{k}"), res)
+    return res
+
+
+# -- resizing -----------------------------------------------------------------------------------
+def _resize_coords(n: int, m: int, scale, coord: str):
+    """ONNX ``Resize`` source coordinates of the ``m`` output positions of an axis of ``n``
+    (exact fractions): ``scale`` is ``m / n`` for a given size, else the given float scale."""
+    from fractions import Fraction as Fr
+
+    s = Fr(scale) if not isinstance(scale, Fr) else scale
+    half = Fr(1, 2)
+    out = []
+    for x in range(m):
+        if coord == "asymmetric":
+            xo = x / s
+        elif coord == "half_pixel":
+            xo = (x + half) / s - half
+        elif coord == "pytorch_half_pixel":
+            xo = (x + half) / s - half if m > 1 else Fr(0)
+        elif coord == "tf_half_pixel_for_nn":
+            xo = (x + half) / s
+        elif coord == "align_corners":
+            xo = Fr(x * (n - 1), m - 1) if m > 1 else Fr(0)
+        elif coord == "half_pixel_symmetric":
+            adjustment = m / (s * n)
+            offset = Fr(n, 2) * (1 - adjustment)
+            xo = offset + (x + half) / s - half
+        else:
+            raise _Unsupported(f"Resize with coordinate_transformation_mode '{coord}'")
+        out.append(xo)
+    return out
+
+
+def resize_matrix(n: int, m: int, scale, mode: str, coord: str,
+                  nearest_mode: str = "round_prefer_floor") -> np.ndarray:
+    """The ``(m, n)`` matrix of ONNX ``Resize`` along one axis (nearest or linear), from the
+    operator's formulas evaluated exactly; ``nearest_mode="simple"`` is the rounding of
+    ``Resize-10`` and ``Upsample`` (down when enlarging, up when shrinking)."""
+    from fractions import Fraction as Fr
+
+    s = Fr(scale)
+    M = np.zeros((m, n))
+    if s == 1 and m == n:  # no resizing along this axis (onnxruntime copies it)
+        return np.eye(n)
+    coords = _resize_coords(n, m, s, coord)
+    for o, xo in enumerate(coords):
+        if mode == "nearest":
+            if nearest_mode == "floor" or (nearest_mode == "simple" and s >= 1):
+                i = math.floor(xo)
+            elif nearest_mode in ("ceil", "simple"):
+                i = math.ceil(xo)
+            elif nearest_mode == "round_prefer_ceil":
+                i = math.floor(xo + Fr(1, 2))
+            elif nearest_mode == "round_prefer_floor":
+                i = math.ceil(xo - Fr(1, 2))
+            else:
+                raise _Unsupported(f"Resize with nearest_mode '{nearest_mode}'")
+            M[o, min(max(i, 0), n - 1)] = 1.0
+        else:
+            xc = min(max(xo, Fr(0)), Fr(n - 1))
+            i0 = math.floor(xc)
+            i1 = min(i0 + 1, n - 1)
+            w = float(xc - i0)
+            M[o, i0] += 1.0 - w
+            M[o, i1] += w
+    return M
+
+
+def upsample_axis_maps(op, in_shape) -> list:
+    """Per spatial axis, the ``(out, in)`` matrix of an ``upsample`` op on a per-sample input
+    of shape ``in_shape`` ``(C, *spatial)``: each axis alone (both modes are separable and
+    their rows sum to 1), from the op's own forward on an identity along that axis."""
+    import torch
+
+    sp = list(in_shape[1:])
+    mats = []
+    for k, n in enumerate(sp):
+        view = [n, 1] + [n if j == k else 1 for j in range(len(sp))]
+        eye = torch.eye(n, dtype=torch.float64).reshape(view).expand([n, 1] + sp).contiguous()
+        with torch.no_grad():
+            out = op.forward(eye)
+        idx = [0] * len(sp)
+        idx[k] = slice(None)
+        mats.append(out[(slice(None), 0, *idx)].T.numpy())  # (out_k, in_k)
+    return mats
+
+
+def _resize_params(imp, node, ins, a, x):
+    """``(mode, coordinate mode, nearest mode, per-axis scales, output shape)`` of a
+    ``Resize`` or ``Upsample`` node on ``x`` (scales as given, or ``out / in`` from sizes)."""
+    from fractions import Fraction as Fr
+
+    shape = tuple(x.shape)
+    r = len(shape)
+    mode = _text(a.get("mode", "nearest"))
+    if node.op_type == "Upsample" or imp.opset < 11:
+        coord, nearest = "asymmetric", "simple"
+        if node.op_type == "Upsample" and imp.opset < 9:
+            scales, sizes = a.get("scales"), None
+        else:
+            k = 1
+            scales, sizes = (ins[k] if len(ins) > k else None), None
+            if scales is not None and not scales.const:
+                raise _Unsupported(f"{node.op_type} with input-dependent scales")
+            scales = None if scales is None else np.asarray(scales.value).reshape(-1)
+    else:
+        coord = _text(a.get("coordinate_transformation_mode", "half_pixel"))
+        nearest = _text(a.get("nearest_mode", "round_prefer_floor"))
+        vals = []
+        for k in (2, 3):
+            t = ins[k] if len(ins) > k else None
+            if t is not None and not t.const:
+                raise _Unsupported("Resize with input-dependent scales or sizes")
+            v = None if t is None else np.asarray(t.value).reshape(-1)
+            vals.append(None if v is None or v.size == 0 else v)
+        scales, sizes = vals
+        if _text(a.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+            raise _Unsupported("Resize with keep_aspect_ratio_policy other than 'stretch'")
+        axes = a.get("axes")
+        if axes is not None:  # opset 18: values for some axes only
+            axes = [int(v) % r for v in axes]
+            for name in ("scales", "sizes"):
+                v = scales if name == "scales" else sizes
+                if v is None:
+                    continue
+                full = np.asarray([1.0] * r if name == "scales" else list(shape),
+                                  dtype=v.dtype)
+                full[axes] = v
+                if name == "scales":
+                    scales = full
+                else:
+                    sizes = full
+    if mode not in ("nearest", "linear"):
+        raise _Unsupported(f"{node.op_type} mode '{mode}' (nearest and linear have rules)")
+    if coord == "tf_crop_and_resize":
+        raise _Unsupported("Resize with coordinate_transformation_mode 'tf_crop_and_resize'")
+    if sizes is not None:
+        out = tuple(int(v) for v in sizes)
+        if len(out) != r:
+            raise _Unsupported("Resize sizes of another rank than the input")
+        sc = [Fr(o, i) for o, i in zip(out, shape)]
+    elif scales is not None:
+        if len(scales) != r:
+            raise _Unsupported(f"{node.op_type} scales of another rank than the input")
+        f32 = [np.float32(v) for v in scales]
+        sc = [Fr(float(v)) for v in f32]
+        out = tuple(int(np.float32(v) * np.float32(i)) for v, i in zip(f32, shape))
+    else:
+        raise _Unsupported(f"{node.op_type} without scales or sizes")
+    if int(a.get("antialias", 0)) and any(o < i for o, i in zip(out, shape)):
+        raise _Unsupported("Resize with antialias when shrinking")
+    if any(o <= 0 for o in out):
+        raise _Unsupported("Resize to an empty tensor")
+    return mode, coord, nearest, sc, out
+
+
+@converter("Resize", "Upsample")
+def _resize(imp, node, ins, a):
+    """``Resize`` (and the older ``Upsample``) in nearest or linear mode over the axes after
+    batch and channel. The per-axis maps come from the operator's formulas; when they equal
+    those of torch's interpolation for the output size (``F.interpolate`` nearest, or bilinear
+    with ``align_corners`` as the coordinate mode says), one ``upsample`` op; otherwise each
+    axis on its own, ``index_select`` of the source positions (nearest) or a ``linear`` op
+    with the interpolation matrix (linear)."""
+    x = imp.as_batch(ins[0], node.op_type)
+    mode, coord, nearest, sc, out = _resize_params(imp, node, ins, a, x)
+    shape = tuple(x.shape)
+    if len(shape) < 3:
+        raise _Unsupported(f"{node.op_type} of a rank-{len(shape)} tensor")
+    if tuple(out[:2]) != shape[:2]:
+        raise _Unsupported(f"{node.op_type} of the batch or channel axis")
+    n_sp = len(shape) - 2
+    mats = [resize_matrix(shape[2 + k], out[2 + k], sc[2 + k], mode, coord, nearest)
+            for k in range(n_sp)]
+    hint = _hint(node)
+    if all(M.shape[0] == M.shape[1] and np.array_equal(M, np.eye(M.shape[0])) for M in mats):
+        return x
+    for align in ((None,) if mode == "nearest" else (coord == "align_corners",)):
+        try:
+            op = _vocab("upsample")(tuple(out[2:]), "nearest" if mode == "nearest" else
+                                    "bilinear", align)
+        except ValueError:
+            break
+        theirs = upsample_axis_maps(op, x.sample)
+        if all(T.shape == M.shape and np.allclose(T, M, rtol=0, atol=1e-9)
+               for T, M in zip(theirs, mats)):
+            res = imp.add(op, [x], hint)
+            res.batch = True
+            return res
+    cur = x
+    for k, M in enumerate(mats):
+        if M.shape[0] == M.shape[1] and np.array_equal(M, np.eye(M.shape[0])):
+            continue
+        dim = 1 + k  # per-sample dim
+        name = f"{hint}_axis{k}"
+        if mode == "nearest":
+            idx = imp.tensor_const(M.argmax(1).astype(np.int64), f"{hint}_index{k}")
+            cur = _keep_form(imp.add(_vocab("index_select")(dim), [cur, idx], name), cur)
+            continue
+        nd = len(cur.sample)
+        last = dim == nd - 1
+        if not last:  # move the axis last, interpolate, move it back
+            perm = [0] + [p + 1 for p in range(nd) if p != dim] + [dim + 1]
+            cur = _permute(imp, cur, perm, f"{name}_in")
+        w = imp.tensor_const(M.astype(np.float64), f"{hint}_matrix{k}")
+        cur = _keep_form(imp.add(O.Linear(), [cur, w], name), cur)
+        if not last:
+            back = [0] + [0] * nd
+            for pos, p in enumerate(perm[1:]):
+                back[p] = pos + 1
+            cur = _permute(imp, cur, back, f"{name}_out")
+    return cur
+
+
+# -- recurrent layers ---------------------------------------------------------------------------
+_RNN_ACTIVATIONS = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu"}
+
+
+class _Rnn:
+    """Shared plumbing of the ``LSTM`` and ``GRU`` converters: the node's constants per
+    direction, the input as one tensor per example, and the ops of one time step."""
+
+    def __init__(self, imp, node, ins, a, gates: int, default_acts: list):
+        self.imp, self.node, self.hint = imp, node, _hint(node)
+        X, W, R = ins[0], ins[1], ins[2]
+        rest = list(ins[3:]) + [None] * (8 - len(ins))
+        B, seq_lens, h0 = rest[0], rest[1], rest[2]
+        self.c0_t = rest[3] if gates == 4 else None
+        self.P = rest[4] if gates == 4 else None
+        if X.const:
+            raise _Unsupported(f"{node.op_type} of a constant sequence")
+        for t, what in ((W, "W"), (R, "R"), (B, "B"), (seq_lens, "sequence_lens"),
+                        (h0, "initial_h"), (self.c0_t, "initial_c"), (self.P, "P")):
+            if t is not None and not t.const:
+                raise _Unsupported(f"{node.op_type} with an input-dependent {what}")
+        self.layout = int(a.get("layout", 0))
+        direction = _text(a.get("direction", "forward"))
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise _Unsupported(f"{node.op_type} direction '{direction}'")
+        self.dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+        if a.get("activation_alpha") or a.get("activation_beta"):
+            raise _Unsupported(f"{node.op_type} with activation_alpha/beta")
+        names = [_text(v).lower() for v in a.get("activations", [])] or \
+            default_acts * len(self.dirs)
+        if any(n not in _RNN_ACTIVATIONS for n in names):
+            raise _Unsupported(f"{node.op_type} activations {names} (sigmoid, tanh and relu "
+                               "have rules)")
+        k = len(default_acts)
+        if len(names) != k * len(self.dirs):
+            raise _Unsupported(f"{node.op_type} with {len(names)} activations for "
+                               f"{len(self.dirs)} direction(s)")
+        self.acts = [names[d * k:(d + 1) * k] for d in range(len(self.dirs))]
+        if a.get("clip") is not None:
+            raise _Unsupported(f"{node.op_type} with clip")
+        self.W = np.asarray(W.value)
+        self.R = np.asarray(R.value)
+        D, GH, I = self.W.shape
+        self.H = int(a.get("hidden_size", GH // gates))
+        if D != len(self.dirs) or GH != gates * self.H:
+            raise _Unsupported(f"{node.op_type} weights of shape {list(self.W.shape)}")
+        self.B = np.zeros((D, 2 * gates * self.H), self.W.dtype) if B is None else \
+            np.asarray(B.value)
+        x = imp.as_whole(X)  # each example holds its whole ONNX sequence tensor
+        self.X = x
+        shape = tuple(x.shape)
+        if len(shape) != 3 or shape[2] != I:
+            raise _Unsupported(f"{node.op_type} input of shape {list(shape)}")
+        self.S, self.b = (shape[0], shape[1]) if self.layout == 0 else (shape[1], shape[0])
+        self.seq_dim = 0 if self.layout == 0 else 1  # per-sample dim of the time axis
+        if seq_lens is not None and np.any(np.asarray(seq_lens.value) != self.S):
+            raise _Unsupported(f"{node.op_type} with sequence_lens shorter than the sequence")
+
+        def state(t):
+            if t is None:
+                return np.zeros((D, self.b, self.H), self.W.dtype)
+            v = np.asarray(t.value)
+            return v if self.layout == 0 else np.swapaxes(v, 0, 1)  # (D, b, H)
+        self.h0, self.c0 = state(h0), state(self.c0_t)
+
+    def add(self, op, refs, name):
+        res = self.imp.add(op, refs, f"{self.hint}_{name}")
+        res.batch = False
+        return res
+
+    def const(self, v, name):
+        return self.imp.tensor_const(np.ascontiguousarray(v), f"{self.hint}_{name}")
+
+    def linear(self, x, W, b, name, key):
+        w = self.imp.tensor_const(np.ascontiguousarray(W), f"{self.hint}_{name}_weight",
+                                  weight=True, key=(id(self.node), key, "W"))
+        refs = [x, w]
+        if b is not None:
+            refs.append(self.imp.tensor_const(np.ascontiguousarray(b),
+                                              f"{self.hint}_{name}_bias", weight=True,
+                                              key=(id(self.node), key, "b")))
+        return self.add(O.Linear(), refs, name)
+
+    def act(self, kind, x, name):
+        return self.add(_vocab(_RNN_ACTIVATIONS[kind])(), [x], name)
+
+    def gate(self, g, k, name):
+        """Gate ``k`` (``H`` wide) of the pre-activations ``g``."""
+        return self.add(_vocab("slice")(1, k * self.H, (k + 1) * self.H, 1), [g], name)
+
+    def plus(self, x, c, name):
+        """``x + c`` for a batched ``x`` and a constant ``c`` of shape ``(b, n)`` (skipped when
+        0)."""
+        if not np.any(c):
+            return x
+        return self.add(_vocab("add")(), [x, self.const(c, name)], name)
+
+    def times(self, x, c, name):
+        """``x * c`` for a constant ``c`` (None when ``c`` is 0)."""
+        if not np.any(c):
+            return None
+        return self.add(_vocab("mul")(), [x, self.const(c, name)], name)
+
+    def sum(self, parts, name):
+        parts = [p for p in parts if p is not None]
+        out = parts[0]
+        for k, p in enumerate(parts[1:]):
+            out = self.add(_vocab("add")(), [out, p], f"{name}{k}" if k < len(parts) - 2
+                           else name)
+        return out
+
+    def run(self, step):
+        """Unroll every direction with ``step(d, t, x_proj_t, state) -> state`` (``state[0]``
+        the hidden state); returns ``(hidden states per direction and time, last states)``."""
+        hs, last = [], []
+        for d, direction in enumerate(self.dirs):
+            G = self.W.shape[1]
+            proj = self.linear(self.X, self.W[d], self.B[d, :G], f"d{d}_input", f"in{d}")
+            order = range(self.S) if direction == "forward" else range(self.S - 1, -1, -1)
+            state, seq = None, [None] * self.S
+            for t in order:
+                xt = self.add(_vocab("select")(self.seq_dim, t), [proj], f"d{d}_x{t}")
+                state = step(d, t, xt, state)
+                seq[t] = state[0]
+            hs.append(seq)
+            last.append(state)
+        return hs, last
+
+    def outputs(self, hs, last, extra=()):
+        """``Y``, ``Y_h`` (and ``Y_c``) in the node's layout."""
+        imp, D = self.imp, len(self.dirs)
+        stack = _vocab("stack")
+        outs = []
+        # Y: layout 0 (S, D, b, H), layout 1 (b, S, D, H)
+        dir_dim = 0 if self.layout == 0 else 1
+        per_t = [self.add(stack(dir_dim), [hs[d][t] for d in range(D)], f"y{t}")
+                 for t in range(self.S)]
+        Y = self.add(stack(0 if self.layout == 0 else 1), per_t, "y")
+        outs.append(Y)
+        for k in range(1 + len(extra)):
+            vals = [last[d][k] for d in range(D)]
+            outs.append(self.add(stack(dir_dim), vals, "y_h" if k == 0 else "y_c"))
+        shapes = [(self.S, D, self.b, self.H) if self.layout == 0 else (self.b, self.S, D, self.H)]
+        shapes += [(D, self.b, self.H) if self.layout == 0 else (self.b, D, self.H)] * \
+            (1 + len(extra))
+        return [imp.fit(t, s) for t, s in zip(outs, shapes)]
+
+
+@converter("LSTM")
+def _lstm(imp, node, ins, a):
+    """``LSTM`` unrolled over its (fixed) sequence into the ops the torch front end makes for
+    ``nn.LSTM``: one ``linear`` for the input projections, then per step a ``linear`` of the
+    hidden state, gate slices, sigmoid/tanh, products of two bounded tensors and sums
+    (peepholes included, any direction; no clip)."""
+    if int(a.get("input_forget", 0)):
+        raise _Unsupported("LSTM with input_forget=1")
+    rnn = _Rnn(imp, node, ins, a, 4, ["sigmoid", "tanh", "tanh"])
+    H = rnn.H
+    P = None if rnn.P is None else np.asarray(rnn.P.value)
+
+    def step(d, t, xt, state):
+        f_act, g_act, h_act = rnn.acts[d]
+        G = 4 * H
+        Rb = rnn.B[d, G:]
+        tag = f"d{d}_t{t}"
+        if state is None:  # constant initial state
+            h_prev, c_prev = rnn.h0[d], rnn.c0[d]
+            g = rnn.plus(xt, h_prev @ rnn.R[d].T + Rb, f"{tag}_gates")
+        else:
+            h_prev, c_prev = state
+            g = rnn.sum([xt, rnn.linear(h_prev, rnn.R[d], Rb, f"{tag}_rec", f"rec{d}")],
+                        f"{tag}_gates")
+        const_c = not isinstance(c_prev, _T)
+        # ONNX gate order: input, output, forget, cell
+        pi, po, pf, pc = (rnn.gate(g, k, f"{tag}_{n}") for k, n in enumerate("iofc"))
+        if P is not None:
+            Pi, Po, Pf = P[d, :H], P[d, H:2 * H], P[d, 2 * H:]
+            if const_c:
+                pi, pf = rnn.plus(pi, Pi * c_prev, f"{tag}_peep_i"), \
+                    rnn.plus(pf, Pf * c_prev, f"{tag}_peep_f")
+            else:
+                pi = rnn.sum([pi, rnn.times(c_prev, Pi, f"{tag}_pci")], f"{tag}_peep_i")
+                pf = rnn.sum([pf, rnn.times(c_prev, Pf, f"{tag}_pcf")], f"{tag}_peep_f")
+        i = rnn.act(f_act, pi, f"{tag}_i")
+        f = rnn.act(f_act, pf, f"{tag}_f")
+        cc = rnn.act(g_act, pc, f"{tag}_cand")
+        ic = rnn.add(_vocab("mul")(), [i, cc], f"{tag}_ic")
+        fc = rnn.times(f, c_prev, f"{tag}_fc") if const_c else \
+            rnn.add(_vocab("mul")(), [f, c_prev], f"{tag}_fc")
+        c = rnn.sum([fc, ic], f"{tag}_c")
+        if P is not None:
+            po = rnn.sum([po, rnn.times(c, Po, f"{tag}_pco")], f"{tag}_peep_o")
+        o = rnn.act(f_act, po, f"{tag}_o")
+        h = rnn.add(_vocab("mul")(), [o, rnn.act(h_act, c, f"{tag}_hc")], f"{tag}_h")
+        return h, c
+
+    hs, last = rnn.run(step)
+    return rnn.outputs(hs, last, extra=("c",))
+
+
+@converter("GRU")
+def _gru(imp, node, ins, a):
+    """``GRU`` unrolled like :func:`_lstm` into the ops of the torch front end's ``nn.GRU``
+    (``linear_before_reset`` either way; any direction)."""
+    rnn = _Rnn(imp, node, ins, a, 3, ["sigmoid", "tanh"])
+    H = rnn.H
+    lbr = bool(int(a.get("linear_before_reset", 0)))
+
+    def step(d, t, xt, state):
+        f_act, g_act = rnn.acts[d]
+        G = 3 * H
+        Rd, Rb = rnn.R[d], rnn.B[d, G:]
+        tag = f"d{d}_t{t}"
+        const_h = state is None
+        h_prev = rnn.h0[d] if const_h else state[0]
+        # ONNX gate order: update (z), reset (r), hidden (h)
+        xz, xr, xh = (rnn.gate(xt, k, f"{tag}_x{n}") for k, n in enumerate("zrh"))
+        if const_h:
+            rec = h_prev @ Rd.T + Rb  # (b, 3H)
+            pz = rnn.plus(xz, rec[:, :H], f"{tag}_pz")
+            pr = rnn.plus(xr, rec[:, H:2 * H], f"{tag}_pr")
+        else:
+            rec = rnn.linear(h_prev, Rd[:2 * H], Rb[:2 * H], f"{tag}_rec", f"rec{d}")
+            pz = rnn.sum([xz, rnn.gate(rec, 0, f"{tag}_hz")], f"{tag}_pz")
+            pr = rnn.sum([xr, rnn.gate(rec, 1, f"{tag}_hr")], f"{tag}_pr")
+        z = rnn.act(f_act, pz, f"{tag}_z")
+        r = rnn.act(f_act, pr, f"{tag}_r")
+        Rh, Rbh = Rd[2 * H:], Rb[2 * H:]
+        if const_h and lbr:  # r * (h0 Rh^T + Rbh)
+            hh = rnn.times(r, h_prev @ Rh.T + Rbh, f"{tag}_rh")
+            ph = xh if hh is None else rnn.sum([xh, hh], f"{tag}_ph")
+        elif const_h and np.any(h_prev):  # (r * h0) Rh^T + Rbh
+            rh = rnn.times(r, h_prev, f"{tag}_rh0")
+            ph = rnn.sum([xh, rnn.linear(rh, Rh, Rbh, f"{tag}_rh", f"rech{d}")], f"{tag}_ph")
+        elif const_h:  # h0 = 0: Rbh alone
+            ph = rnn.plus(xh, np.broadcast_to(Rbh, (rnn.b, H)), f"{tag}_ph")
+        elif lbr:
+            lin = rnn.linear(h_prev, Rh, Rbh, f"{tag}_rh", f"rech{d}")
+            ph = rnn.sum([xh, rnn.add(_vocab("mul")(), [r, lin], f"{tag}_rlin")], f"{tag}_ph")
+        else:
+            rh = rnn.add(_vocab("mul")(), [r, h_prev], f"{tag}_rh0")
+            ph = rnn.sum([xh, rnn.linear(rh, Rh, Rbh, f"{tag}_rh", f"rech{d}")], f"{tag}_ph")
+        n = rnn.act(g_act, ph, f"{tag}_n")
+        one_minus_z = rnn.add(_vocab("sub")(), [imp.literal(1.0, f"{rnn.hint}_one"), z],
+                              f"{tag}_1mz")
+        new = rnn.add(_vocab("mul")(), [one_minus_z, n], f"{tag}_new")
+        keep = rnn.times(z, h_prev, f"{tag}_keep") if const_h else \
+            rnn.add(_vocab("mul")(), [z, h_prev], f"{tag}_keep")
+        h = rnn.sum([new, keep], f"{tag}_h")
+        return (h,)
+
+    hs, last = rnn.run(step)
+    return rnn.outputs(hs, last)
 
 
 # -- shape queries ------------------------------------------------------------------------------
