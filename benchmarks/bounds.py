@@ -1,13 +1,14 @@
 """Bounds benchmark: time, peak memory and tightness of IBP, CROWN-IBP, CROWN and alpha-CROWN.
 
-For each model (MLP, cnn_4layer, CNN7 with BatchNorm in eval mode; MNIST-size input) and batch
-size, a fresh subprocess traces the model and times the plain forward pass and each method
+For each model (MLP, cnn_4layer, CNN7 with BatchNorm in eval mode, the ViT ``vit_small`` and
+the row-reading LSTM ``lstm_rows``; MNIST-size input) and batch size, a fresh subprocess traces the model and times the plain forward pass and each method
 (median of repeats after a warm-up, 2 threads), the mean bound width of the margins
 ``f_y - f_j`` and the process's peak RSS after each method (methods run from cheapest to
 dearest, so the figure after a method is the peak up to and including it).
 
 Full CROWN on CNN7 is run at batch 1 and 8 only (one repeat): its cost grows with the number of
-unstable neurons times the batch. alpha-CROWN (20 Adam steps, each a CROWN pass) runs on the MLP
+unstable neurons times the batch; on the ViT and the LSTM at batch 1 only (every gate, product
+and softmax input needs intermediate bounds). alpha-CROWN (20 Adam steps, each a CROWN pass) runs on the MLP
 and cnn_4layer at batch 1 and 32.
 
     python -m benchmarks.bounds            # full run: benchmarks/results/bounds.{json,md,png}
@@ -22,7 +23,10 @@ import sys
 from .common import (machine_stamp, md_table, median_time, peak_rss_mb, run_isolated,
                      write_results, zoo_model)
 
-MODELS = {"mlp": {}, "cnn_4layer": {}, "cnn7": {}}
+MODELS = {"mlp": {}, "cnn_4layer": {}, "cnn7": {}, "vit_small": {}, "lstm_rows": {}}
+#: models whose full CROWN (and alpha-CROWN) is costly: timed once, at batch 1 only
+SLOW = ("cnn7", "vit_small", "lstm_rows")
+SEQUENCE = ("vit_small", "lstm_rows")
 
 
 def run_one(model_name: str, batch: int, methods: list[str], repeats: int, eps: float,
@@ -43,7 +47,7 @@ def run_one(model_name: str, batch: int, methods: list[str], repeats: int, eps: 
         out["forward_s"] = median_time(lambda: model(x), repeats=max(repeats, 5))
         out["rss_forward_mb"] = round(peak_rss_mb(), 1)
         for m in methods:
-            reps = 1 if (m == "crown" and model_name == "cnn7") or m == "alpha-crown" else repeats
+            reps = 1 if (m == "crown" and model_name in SLOW) or m == "alpha-crown" else repeats
             res = {}
 
             def go():
@@ -73,15 +77,16 @@ def main(argv=None):
     from tqdm import tqdm
 
     if args.quick:
-        plan = [(m, b, ["ibp", "crown-ibp"] + (["crown"] if m != "cnn7" or b == 1 else [])
+        plan = [(m, b, ["ibp", "crown-ibp"]
+                 + (["crown"] if m not in SLOW or (m == "cnn7" and b == 1) else [])
                  + (["alpha-crown"] if m == "mlp" and b == 1 else []), 3, 12)
                 for m in MODELS for b in (1, 8)]
     else:
         plan = []
         for m in MODELS:
-            for b in (1, 32, 128):
-                methods = ["ibp", "crown-ibp"] + (["crown"] if m != "cnn7" or b == 1 else [])
-                methods += ["alpha-crown"] if m != "cnn7" and b <= 32 else []
+            for b in ((1, 32) if m in SEQUENCE else (1, 32, 128)):
+                methods = ["ibp", "crown-ibp"] + (["crown"] if m not in SLOW or b == 1 else [])
+                methods += ["alpha-crown"] if m not in SLOW and b <= 32 else []
                 plan.append((m, b, methods, 5, 28))
         plan.append(("cnn7", 8, ["crown"], 1, 28))
     results = []

@@ -120,6 +120,60 @@ def zoo_model(name: str, in_size: int, seed: int = 0):
     return model
 
 
+def _general_models():
+    """Models beyond the zoo that the peer library also bounds (issue #12's table), all on
+    MNIST-shaped input ``(B, 1, S, S)``: hand-written self-attention over the image rows with a
+    LayerNorm, an MLP with a LayerNorm, an MLP through exp and log, and an MLP with a softmax
+    head."""
+    import math
+
+    import torch
+    import torch.nn as nn
+
+    class RowAttention(nn.Module):
+        def __init__(self, size, d=32, classes=10):
+            super().__init__()
+            self.embed = nn.Linear(size, d)
+            self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+            self.norm, self.head, self.d = nn.LayerNorm(d), nn.Linear(d, classes), d
+
+        def forward(self, x):
+            h = self.embed(x.flatten(1, 2))  # one token per image row
+            att = torch.softmax(self.q(h) @ self.k(h).transpose(1, 2) / math.sqrt(self.d), -1)
+            return self.head(self.norm(att @ self.v(h)).mean(1))
+
+    class ExpLog(nn.Module):
+        def __init__(self, size, classes=10):
+            super().__init__()
+            self.a, self.b = nn.Linear(size * size, 100), nn.Linear(100, classes)
+
+        def forward(self, x):
+            return self.b(torch.log(torch.exp(self.a(x.flatten(1))) + 1))
+
+    def mlp_with(size, *middle):
+        return nn.Sequential(nn.Flatten(), nn.Linear(size * size, 100), *middle)
+
+    return {
+        "attention": RowAttention,
+        "layernorm_mlp": lambda s: mlp_with(s, nn.LayerNorm(100), nn.ReLU(), nn.Linear(100, 10)),
+        "exp_log": ExpLog,
+        "softmax_head": lambda s: mlp_with(s, nn.ReLU(), nn.Linear(100, 10), nn.Softmax(-1)),
+    }
+
+
+GENERAL_MODELS = ("attention", "layernorm_mlp", "exp_log", "softmax_head")
+
+
+def bench_model(name: str, in_size: int, seed: int = 0):
+    """A zoo model (:func:`zoo_model`) or one of :data:`GENERAL_MODELS`, in eval mode."""
+    if name not in GENERAL_MODELS:
+        return zoo_model(name, in_size, seed)
+    import torch
+
+    torch.manual_seed(seed)
+    return _general_models()[name](in_size).eval()
+
+
 def run_isolated(module: str, cfg: dict, timeout: float | None = None) -> tuple[list[dict], str]:
     """Run ``python -m <module> --one <cfg as JSON>`` in a fresh process (so its peak RSS is
     its own). The child prints one JSON object per line as it goes; returns the parsed

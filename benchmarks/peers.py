@@ -2,7 +2,10 @@
 
 If ``auto_LiRPA`` is importable, each configuration (model, batch) runs in a fresh process that
 builds the model once (``mlp``, ``cnn_4layer``, ``cnn7`` with BatchNorm in eval mode and
-non-trivial running statistics, as in ``benchmarks.bounds``), then for each method computes the
+non-trivial running statistics, as in ``benchmarks.bounds``; and the models beyond
+feed-forward nets that the peer also bounds, :data:`~benchmarks.common.GENERAL_MODELS`:
+hand-written self-attention with a LayerNorm, a LayerNorm MLP, an exp/log MLP and a softmax
+head), then for each method computes the
 margin bounds ``f_y - f_j`` over the same clipped l-inf ball with both libraries:
 
 ==========  =====================  =====================
@@ -30,7 +33,7 @@ import argparse
 import json
 import sys
 
-from .common import (zoo_model, machine_stamp, md_table, median_time, reset_peak_rss, rss_now_mb,
+from .common import (GENERAL_MODELS, bench_model, machine_stamp, md_table, median_time, reset_peak_rss, rss_now_mb,
                      run_isolated, window_peak_rss_mb, write_results)
 
 PEER = "auto_LiRPA"
@@ -88,7 +91,7 @@ def run_one(model_name: str, batch: int, methods, eps: float, in_size: int, repe
     import boundgraph as bg
 
     torch.set_num_threads(threads)
-    model = zoo_model(model_name, in_size, seed)
+    model = bench_model(model_name, in_size, seed)
     x = torch.rand(batch, 1, in_size, in_size)
     out = {"model": model_name, "batch": batch, "eps": eps, "in_size": in_size}
     with torch.no_grad():
@@ -121,7 +124,7 @@ def run_one(model_name: str, batch: int, methods, eps: float, in_size: int, repe
 def plan(quick: bool) -> list[dict]:
     if quick:
         return [dict(model_name=m, batch=1, methods=list(METHODS), in_size=12, repeats=3)
-                for m in MODELS]
+                for m in MODELS + GENERAL_MODELS]
     cfgs = []
     for m in MODELS:
         for b in (1, 32):
@@ -129,6 +132,9 @@ def plan(quick: bool) -> list[dict]:
             cfgs.append(dict(model_name=m, batch=b, methods=methods, in_size=28, repeats=7))
     # full CROWN on a batch of CNN7 images (DESIGN's target: 60 s and 4 GB for 8)
     cfgs.append(dict(model_name="cnn7", batch=8, methods=["crown"], in_size=28, repeats=1))
+    # beyond feed-forward vision nets: the models of issue #12 the peer also bounds
+    cfgs += [dict(model_name=m, batch=b, methods=list(METHODS), in_size=28, repeats=5)
+             for m in GENERAL_MODELS for b in (1, 32)]
     return cfgs
 
 
