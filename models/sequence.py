@@ -1,10 +1,12 @@
 """Attention and recurrent classifiers: a small vision Transformer and an LSTM reading an
-image row by row.
+image row by row, and a small Transformer text classifier.
 
-Both take images ``(B, C, H, W)`` like the rest of the zoo (``in_channels``, ``in_size``,
-``num_classes``; MNIST by default) and are built from standard layers only
-(``nn.MultiheadAttention`` with ``batch_first=True``, ``nn.LayerNorm``, ``nn.LSTM`` with
-``batch_first=True``), so any library that takes a ``torch.nn.Module`` can use them.
+The first two take images ``(B, C, H, W)`` like the rest of the zoo (``in_channels``,
+``in_size``, ``num_classes``; MNIST by default) and are in the zoo's registry; the text
+classifier takes token ids and is not (the registry's models share the image interface). All
+are built from standard layers only (``nn.Embedding``, ``nn.MultiheadAttention`` with
+``batch_first=True``, ``nn.LayerNorm``, ``nn.LSTM`` with ``batch_first=True``), so any library
+that takes a ``torch.nn.Module`` can use them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["vit_small", "lstm_rows", "EncoderBlock", "ViT", "RowLSTM"]
+__all__ = ["vit_small", "lstm_rows", "EncoderBlock", "ViT", "RowLSTM", "TextTransformer",
+           "TextBody"]
 
 
 class EncoderBlock(nn.Module):
@@ -70,6 +73,39 @@ class RowLSTM(nn.Module):
         rows = x.permute(0, 2, 1, 3).flatten(2)  # (B, H, C * W): one row per step
         out, _ = self.lstm(rows)
         return self.head(out[:, -1])
+
+
+class TextBody(nn.Module):
+    """The text classifier after its embedding: learned positions, encoder blocks, a final
+    LayerNorm, mean pooling over the tokens and a linear head; input ``(B, length, dim)``."""
+
+    def __init__(self, length: int, dim: int, depth: int, heads: int, mlp_dim: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, length, dim) * 0.02)
+        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, mlp_dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.blocks(embedded + self.pos)).mean(1))
+
+
+class TextTransformer(nn.Module):
+    """A small Transformer text classifier: ``body(embed(tokens))``.
+
+    Token ids are discrete, so robustness is stated for the embedded tokens: bound ``body``
+    over a ball around ``embed(tokens)`` (``bg.BoundedModule(model.body, model.embed(t))``),
+    the usual relaxation of word substitutions to a neighbourhood of the embeddings."""
+
+    def __init__(self, vocab: int = 1000, length: int = 16, dim: int = 32, depth: int = 2,
+                 heads: int = 4, mlp_dim: int = 64, num_classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.body = TextBody(length, dim, depth, heads, mlp_dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.body(self.embed(tokens))
 
 
 def vit_small(in_channels: int = 1, in_size: int = 28, num_classes: int = 10) -> ViT:

@@ -1,6 +1,7 @@
 """Everyday models beyond feed-forward vision nets trace through the public API and are bounded
 soundly by every method: attention (hand-written and ``nn.TransformerEncoderLayer``), LSTM and
-GRU in every layer/direction setting, 1-d and transposed convolutions, upsampling, layer and
+GRU in every layer/direction/batch_first setting (the batch axis is followed wherever a
+seq-first layer puts it), 1-d and transposed convolutions, upsampling, layer and
 group normalisation, smooth math functions, a softmax head and elementwise maxima. Ops without
 a rule of their own reach the bound graph through decompositions (``hardswish``,
 ``logsumexp``, ``layer_norm``); bad intervals for ``log`` and ``1/x`` give one clear error
@@ -180,17 +181,58 @@ def test_a_function_undefined_on_part_of_the_interval_names_the_node(fn, what):
         assert err.value.node is not None and "node '" in str(err.value)
 
 
-def test_seq_first_recurrent_layers_are_refused_with_the_reason():
-    class SeqFirst(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = nn.GRU(3, 4)
+class SeqFirstEncoder(nn.Module):
+    """Batch-first input fed to seq-first layers: the batch axis sits at dim 1 in between."""
 
-        def forward(self, x):  # batch-first input, fed to the layer seq-first
-            return self.rnn(x.transpose(0, 1))[0].sum(0)
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0)  # batch_first=False
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
 
-    with pytest.raises(bg.UnsupportedOpError, match="batch_first"):
-        bg.BoundedModule(SeqFirst(), torch.randn(2, 5, 3))
+    def forward(self, x):
+        return self.head(self.enc(x.transpose(0, 1)).mean(0))
+
+
+class SeqFirstRecurrent(nn.Module):
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(3, 4, num_layers=2, bidirectional=True)  # batch_first=False
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, state = self.rnn(x.transpose(0, 1))
+        h = state[0] if isinstance(state, tuple) else state
+        return self.head(out[-1]) + h[-1].sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("factory", [SeqFirstEncoder, lambda: SeqFirstRecurrent(nn.LSTM),
+                                     lambda: SeqFirstRecurrent(nn.GRU)],
+                         ids=["transformer_encoder", "lstm", "gru"])
+def test_seq_first_layers_follow_the_batch_axis_and_are_sound(factory):
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = torch.randn(2, 4, 8) if isinstance(model, SeqFirstEncoder) else torch.randn(2, 4, 3)
+    bm = traced(model, x)
+    check_sound(model, x, 0.05, methods=("ibp", "crown-ibp", "crown"), n=16, bm=bm)
+
+
+def test_an_output_with_the_batch_axis_elsewhere_is_refused_with_the_fix():
+    class SeqOut(nn.Module):
+        def forward(self, x):
+            return x.transpose(0, 1) * 2
+
+    with pytest.raises(bg.UnsupportedOpError, match=r"batch axis at dimension 1.*transpose"):
+        bg.BoundedModule(SeqOut(), torch.randn(2, 3, 4))
+
+
+def test_ops_that_need_the_batch_axis_first_say_so():
+    class PoolSeqFirst(nn.Module):
+        def forward(self, x):  # (B, C, L) -> (C, B, L): pooling with the batch as channels
+            return F.max_pool2d(x.transpose(0, 1), 2).transpose(0, 1)
+
+    with pytest.raises(bg.UnsupportedOpError, match="needs the batch axis first"):
+        bg.BoundedModule(PoolSeqFirst(), torch.randn(2, 3, 4, 4))
 
 
 def test_attention_weights_times_values_stay_in_the_hull_of_the_values():

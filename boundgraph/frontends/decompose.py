@@ -19,8 +19,9 @@ Where to find a decomposition, in order:
      whose interval is exact; ``x`` and its mean as two intervals would lose their correlation);
    - ``scaled_dot_product_attention``: a plain ``softmax(q k^T * scale) v`` (torch's own adds
      a guard against fully masked rows that no bound rule can follow);
-   - ``lstm`` and ``gru``: unrolled batch-first (torch's own decomposition moves the time axis
-     in front of the batch axis, which the bound graph does not track).
+   - ``lstm`` and ``gru``: unrolled batch-first (torch's own decomposition puts the time axis
+     in front and slices it, which would need a slice per step along a dim before the
+     batch axis; ours reads ``x[:, t]``).
 
 2. torch's core ATen decomposition table, ``torch.export.default_decompositions()`` (its
    entries end in core ATen ops; torch's wider ``torch._decomp`` table also rewrites core ops
@@ -29,10 +30,10 @@ Where to find a decomposition, in order:
 An override may decline a node (``applies`` returns a reason), leaving it reported as
 unsupported with that reason.
 
-:func:`batch_first_attention` rewrites each batch-first ``nn.MultiheadAttention`` of a model,
-for the time of the export, to an equivalent batch-first computation with the same parameters:
-torch's implementation transposes the batch axis behind the sequence and merges it with the
-heads, which the bound graph (one batch axis, always first) cannot follow.
+:func:`batch_first_attention` rewrites each ``nn.MultiheadAttention`` of a model, for the
+time of the export, to an equivalent batch-first computation with the same parameters: torch's
+implementation merges the batch axis with the heads (``(L, B * H, d)``), which the bound graph
+cannot follow (it follows the batch axis anywhere as a dim of its own, not merged).
 """
 from __future__ import annotations
 
@@ -222,10 +223,13 @@ def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None
 
 def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                  attn_mask=None, average_attn_weights=True, is_causal=False):
-    """``nn.MultiheadAttention.forward`` for ``batch_first=True``, written batch-first (the
-    batch axis stays in front), with the module's own parameters."""
+    """``nn.MultiheadAttention.forward`` written batch-first (the batch axis is never merged
+    with the heads), with the module's own parameters; seq-first inputs are transposed to
+    batch-first and back."""
     if key_padding_mask is not None or attn_mask is not None or is_causal:
         raise NotImplementedError("boundgraph: attention masks have no bound rule yet")
+    if not self.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
     E, H = self.embed_dim, self.num_heads
     hd = E // H
     if self._qkv_same_embed_dim:
@@ -248,6 +252,8 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
     attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * (1 / math.sqrt(hd)), -1)
     out = torch.matmul(attn, v).transpose(1, 2).flatten(2)
     out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+    if not self.batch_first:
+        out = out.transpose(0, 1)
     if not need_weights:
         return out, None
     return out, (attn.mean(1) if average_attn_weights else attn)
@@ -255,12 +261,11 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
 
 @contextlib.contextmanager
 def batch_first_attention(model: torch.nn.Module):
-    """While active, every ``nn.MultiheadAttention`` of ``model`` with ``batch_first=True``
-    computes its forward batch-first (same parameters, same results); see the module
-    docstring."""
+    """While active, every ``nn.MultiheadAttention`` of ``model`` computes its forward
+    batch-first (same parameters, same results); see the module docstring."""
     patched = []
     for m in model.modules():
-        if isinstance(m, torch.nn.MultiheadAttention) and m.batch_first:
+        if isinstance(m, torch.nn.MultiheadAttention):
             m.forward = types.MethodType(_mha_forward, m)
             patched.append(m)
     try:
@@ -271,13 +276,6 @@ def batch_first_attention(model: torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------ recurrent
-def _rnn_applies(node, depends):
-    batch_first = node.args[-1] if len(node.args) >= 9 else node.kwargs.get("batch_first")
-    if not batch_first:
-        return "recurrent layers need batch_first=True (seq-first inputs move the batch axis)"
-    return True
-
-
 def _layers(params, has_biases, num_layers, bidirectional):
     per = 4 if has_biases else 2
     dirs = 2 if bidirectional else 1
@@ -288,9 +286,14 @@ def _layers(params, has_biases, num_layers, bidirectional):
                 (p[3] if has_biases else None)
 
 
-def _unroll(x, params, cells, has_biases, num_layers, bidirectional, step):
-    """Run a multi-layer (bidirectional) recurrence batch-first; ``step(x_t, state, w_hh,
-    b_hh) -> (h, state)``; ``cells`` gives the initial state per layer and direction."""
+def _unroll(x, params, cells, has_biases, num_layers, bidirectional, batch_first, step):
+    """Run a multi-layer (bidirectional) recurrence batch-first (a seq-first input is
+    transposed, and its output back); ``step(x_t, state, w_hh, b_hh) -> (h, state)``;
+    ``cells`` gives the initial state per layer and direction."""
+    if not batch_first:
+        out, finals = _unroll(x.transpose(0, 1), params, cells, has_biases, num_layers,
+                              bidirectional, True, step)
+        return out.transpose(0, 1), finals
     dirs = 2 if bidirectional else 1
     T = x.shape[1]
     finals = []
@@ -310,7 +313,7 @@ def _unroll(x, params, cells, has_biases, num_layers, bidirectional, step):
     return x, finals
 
 
-@override("aten.lstm.input", applies=_rnn_applies)
+@override("aten.lstm.input")
 def _lstm(x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
     h0, c0 = hx
 
@@ -322,11 +325,11 @@ def _lstm(x, hx, params, has_biases, num_layers, dropout, train, bidirectional, 
         return h, (h, c)
 
     out, finals = _unroll(x, params, lambda i: (h0[i], c0[i]), has_biases, num_layers,
-                          bidirectional, step)
+                          bidirectional, batch_first, step)
     return (out, torch.stack([s[0] for s in finals]), torch.stack([s[1] for s in finals]))
 
 
-@override("aten.gru.input", applies=_rnn_applies)
+@override("aten.gru.input")
 def _gru(x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
     def step(xt, h, w_hh, b_hh):
         xr, xz, xn = xt.chunk(3, -1)
@@ -338,7 +341,7 @@ def _gru(x, hx, params, has_biases, num_layers, dropout, train, bidirectional, b
         return h, h
 
     out, finals = _unroll(x, params, lambda i: hx[i], has_biases, num_layers, bidirectional,
-                          step)
+                          batch_first, step)
     return out, torch.stack(finals)
 
 

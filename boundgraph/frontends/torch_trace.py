@@ -14,6 +14,7 @@ itself at every call, on the live values. Adding a rule for an aten op nobody ha
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import warnings
 from typing import Any, Callable
@@ -107,21 +108,51 @@ def _val_shape(node) -> tuple | None:
     return tuple(v.shape) if torch.is_tensor(v) else None
 
 
+# The batch axis. The bound graph keeps it first; torch values may carry it elsewhere (a
+# seq-first layer, an RNN's final states ``(layers, batch, hidden)``). ``_BDIM`` holds its
+# position in each input-dependent value (found from the symbolic batch size torch.export
+# puts in the value's shape); the graph stores the value with that axis moved to the front
+# and converters see dims through :func:`_sample_dim` / :func:`_sample_shape`.
+_BDIM: dict = {}
+_BATCH: list = []  # the symbolic batch size (one element, set per trace)
+
+
+def _batch_axis(node) -> int | None:
+    """Position of the batch axis in ``node``'s value; ``None`` if it has none as a dim of
+    its own (merged with another dim, or reduced away)."""
+    shape = _val_shape(node)
+    if shape is None or not _BATCH:
+        return None
+    b = _BATCH[0]
+    hits = [i for i, s in enumerate(shape) if not isinstance(s, int) and str(s) == b]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _bdim(node) -> int:
+    return _BDIM.get(node, 0) if isinstance(node, fx.Node) else 0
+
+
 def _sample_shape(node) -> tuple[int, ...]:
     shape = _val_shape(node)
-    return tuple(int(s) for s in shape[1:])
+    p = _bdim(node)
+    return tuple(int(s) for i, s in enumerate(shape) if i != p)
 
 
 def _keeps_batch(node) -> bool:
-    shape = _val_shape(node)
-    return bool(shape) and not isinstance(shape[0], int)
+    return _batch_axis(node) is not None
 
 
 # ------------------------------------------------------------------------------- converters
 def _reshape(a, node):
-    if not _keeps_batch(node):
+    x = a["self"]
+    q = _batch_axis(node)
+    if q is None:
         raise Unsupported("reshapes across the batch dimension are not supported")
-    return O.Reshape(_sample_shape(node)), [a["self"]]
+    before_in = math.prod(int(s) for s in _val_shape(x)[:_bdim(x)])
+    before_out = math.prod(int(s) for s in _val_shape(node)[:q])
+    if before_in != before_out:  # elements would change sides of the batch axis
+        raise Unsupported("reshapes that move elements across the batch dimension")
+    return O.Reshape(_sample_shape(node)), [x]
 
 
 for _n in ("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default",
@@ -339,6 +370,14 @@ register_op("aten.max.dim", _extreme("Amax"))  # its values; see _getitem
 register_op("aten.min.dim", _extreme("Amin"))
 
 
+@register_op("aten.embedding.default")
+def _embedding(a, node):
+    # reached only when the indices depend on the input (a lookup with constant indices is a
+    # computation on constants, which torch evaluates)
+    raise Unsupported("an embedding lookup of input-dependent indices: token ids are not a "
+                      "perturbation set; bound the model from the embedded tokens on")
+
+
 # softmax
 @register_op("aten.softmax.int")
 @register_op("aten._softmax.default")
@@ -376,14 +415,16 @@ def _adaptive_avg_pool2d(a, node):
 
 
 def _sample_dim(node, dim, ndim=None) -> int:
-    """Per-sample index of dimension ``dim`` of ``node``'s (batched) value; refuses the batch."""
+    """Per-sample index of dimension ``dim`` of ``node``'s (batched) value (the batch axis
+    moved to the front); refuses the batch axis itself."""
     ndim = len(_val_shape(node)) if ndim is None else ndim
     if not isinstance(dim, int) or not -ndim <= dim < ndim:
         raise Unsupported(f"dimension {dim} of a {ndim}-d tensor")
     dim = dim % ndim
-    if dim == 0:
+    p = _bdim(node)
+    if dim == p:
         raise Unsupported("operations along the batch dimension are not supported")
-    return dim - 1
+    return dim if dim < p else dim - 1
 
 
 def _reduce(cls):
@@ -427,19 +468,19 @@ def _slice(a, node):
     start, end = a["start"], a["end"]
     if any(isinstance(v, fx.Node) for v in (start, end, step)):
         raise Unsupported("slicing with bounds computed at run time")
-    if dim == 0:
+    if dim == _bdim(x):
         if (start in (None, 0)) and (end is None or end >= 2 ** 62) and step == 1:
             return O.Identity(), [x]
         raise Unsupported("slicing the batch dimension")
     start, stop, step = slice(start, end, step).indices(int(shape[dim]))
-    return O.Slice(dim - 1, start, max(stop, start), step), [x]
+    return O.Slice(_sample_dim(x, dim), start, max(stop, start), step), [x]
 
 
 @register_op("aten.select.int")
 def _select(a, node):
     x = a["self"]
     dim = _sample_dim(x, a["dim"])
-    size = int(_val_shape(x)[dim + 1])
+    size = int(_val_shape(x)[a["dim"]])
     index = a["index"]
     if not isinstance(index, int) or not -size <= index < size:
         raise Unsupported(f"select of index {index} in a dimension of size {size}")
@@ -470,33 +511,37 @@ def _index(a, node):
     return O.IndexSelect(_sample_dim(a["self"], dim)), [a["self"], _constant_index(idx)]
 
 
+def _layout_change(x, perm: list[int], node):
+    """``x.permute(perm)`` on the graph's batch-first values: the batch axis may move (its
+    new place is recorded for ``node``); the other axes are permuted."""
+    p = _bdim(x)
+    q = perm.index(p)
+    sample = [d if d < p else d - 1 for j, d in enumerate(perm) if j != q]
+    if sample == sorted(sample):
+        return O.Identity(), [x]
+    return O.Permute(sample), [x]
+
+
 @register_op("aten.permute.default")
 def _permute(a, node):
     n = len(_val_shape(a["self"]))
-    dims = [d % n for d in a["dims"]]
-    if dims[0] != 0:
-        raise Unsupported("permutations that move the batch dimension")
-    return O.Permute([d - 1 for d in dims[1:]]), [a["self"]]
+    return _layout_change(a["self"], [d % n for d in a["dims"]], node)
 
 
 @register_op("aten.transpose.int")
 def _transpose(a, node):
     x = a["self"]
     n = len(_val_shape(x))
+    perm = list(range(n))
     d0, d1 = a["dim0"] % n, a["dim1"] % n
-    if d0 == d1:
-        return O.Identity(), [x]
-    perm = list(range(n - 1))
-    i, j = _sample_dim(x, d0), _sample_dim(x, d1)
-    perm[i], perm[j] = perm[j], perm[i]
-    return O.Permute(perm), [x]
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return _layout_change(x, perm, node)
 
 
 @register_op("aten.t.default")
 def _t(a, node):
-    if len(_val_shape(a["self"])) < 2:
-        return O.Identity(), [a["self"]]
-    raise Unsupported("transposing the batch dimension")
+    n = len(_val_shape(a["self"]))
+    return _layout_change(a["self"], list(range(n))[::-1], node)
 
 
 @register_op("aten.flip.default")
@@ -512,8 +557,11 @@ def _pad(a, node):
         raise Unsupported(f"{mode} padding (only constant padding has rules)")
     pads = [int(p) for p in a["pad"]]
     ndim = len(_val_shape(a["self"]))
-    if len(pads) // 2 >= ndim and any(pads[2 * (ndim - 1):]):
-        raise Unsupported("padding the batch dimension")
+    padded = len(pads) // 2  # the last `padded` dims, last first
+    if ndim - padded <= _bdim(a["self"]):
+        if any(pads[2 * (ndim - 1 - _bdim(a["self"])):]):
+            raise Unsupported("padding the batch dimension")
+        pads = pads[:2 * (ndim - 1 - _bdim(a["self"]))]
     pads = pads[:2 * (ndim - 1)]
     return O.Pad(pads, a["value"] or 0.0), [a["self"]]
 
@@ -543,10 +591,11 @@ def _getitem(a, node):
     if not isinstance(src, fx.Node) or str(src.target) not in _MULTI_OUTPUT:
         raise Unsupported("indexing the result of an op without a rule")
     x = src.args[0]
-    d = _sample_dim(x, _args(src)["dim"])
+    dim = _args(src)["dim"] % len(_val_shape(x))
+    d = _sample_dim(x, dim)
     if str(src.target) == "aten.unbind.int":
         return O.Select(d, i), [src]
-    sizes = [int(v.shape[d + 1]) for v in src.meta["val"]]
+    sizes = [int(v.shape[dim]) for v in src.meta["val"]]
     start = sum(sizes[:i])
     return O.Slice(d, start, start + sizes[i], 1), [src]
 
@@ -636,65 +685,58 @@ def _source(node: fx.Node) -> str:
     return f"{f}:{line} in {fn}: {code.strip()}"
 
 
-def _batch_stack(n: fx.Node, stacks: dict, names: dict) -> bool:
-    """Tensors stacked in front of the batch axis (a recurrent layer's final states,
-    ``(layers, batch, hidden)``) stay a list of graph nodes: indexing, squeezing, unbinding and
-    concatenating the list along that axis map onto its elements. Returns whether ``n`` was
-    such a node (then handled)."""
+#: converters that follow the batch axis wherever it is (pointwise ops, reductions and shape
+#: ops name their dims through _sample_dim / _sample_shape); the others need it first
+_ANY_BATCH_AXIS = {
+    f"aten.{n}" for n in (
+        "relu.default", "leaky_relu.default", "sigmoid.default", "tanh.default", "gelu.default",
+        "silu.default", "abs.default", "elu.default", "selu.default", "hardtanh.default",
+        "relu6.default", "clamp.default", "clip.default", "clamp_min.default",
+        "clamp_max.default", "softplus.default", "neg.default", "exp.default", "log.default",
+        "reciprocal.default", "sqrt.default", "rsqrt.default", "sin.default", "cos.default",
+        "erf.default", "pow.Tensor_Scalar", "square.default", "dropout.default",
+        "clone.default", "contiguous.default", "alias.default", "detach.default",
+        "feature_dropout.default", "alpha_dropout.default",
+        "add.Tensor", "add.Scalar", "sub.Tensor", "sub.Scalar", "rsub.Scalar", "rsub.Tensor",
+        "mul.Tensor", "mul.Scalar", "div.Tensor", "div.Scalar", "maximum.default",
+        "minimum.default", "linear.default", "matmul.default", "bmm.default",
+        "mean.dim", "sum.dim_IntList", "amax.default", "amin.default", "max.dim", "min.dim",
+        "softmax.int", "_softmax.default", "log_softmax.int", "_log_softmax.default",
+        "view.default", "reshape.default", "_unsafe_view.default", "flatten.using_ints",
+        "unsqueeze.default", "squeeze.dim", "squeeze.dims", "squeeze.default",
+        "unflatten.int", "permute.default", "transpose.int", "t.default", "select.int",
+        "slice.Tensor", "index_select.default", "index.Tensor", "cat.default",
+        "stack.default", "expand.default", "flip.default", "pad.default",
+        "constant_pad_nd.default")} | {"<built-in function getitem>"}
+
+
+def _batch_axis_use(n: fx.Node) -> str | None:
+    """Why ``n`` cannot follow a batch axis that is not first (``None`` if it can)."""
     tname = str(n.target)
-    a = _args(n) if isinstance(n.target, torch._ops.OpOverload) else {}
-    ndim = len(_val_shape(n) or ())
+    if tname not in _ANY_BATCH_AXIS:
+        return "this op needs the batch axis first (seq-first layouts reach it here)"
+    if tname == "aten.linear.default":
+        x = n.args[0]
+        if _bdim(x) == len(_val_shape(x)) - 1:
+            return "a linear map over the batch axis"
+    if tname in ("aten.matmul.default", "aten.bmm.default"):
+        for v in n.args[:2]:
+            if isinstance(v, fx.Node) and v in _INPUT_DEPENDENT and \
+                    _bdim(v) >= len(_val_shape(v)) - 2:
+                return "a matrix product over the batch axis"
+    return None
 
-    def first(dim, nd):
-        return isinstance(dim, int) and nd and dim % nd == 0
 
-    if tname == "aten.stack.default" and first(a["dim"], ndim) and \
-            any(t in _INPUT_DEPENDENT for t in a["tensors"]):
-        if all(t in names or t in stacks for t in a["tensors"]):
-            stacks[n] = list(a["tensors"])
-            _INPUT_DEPENDENT.add(n)
-            return True
-        return False
-    if tname == "aten.unsqueeze.default" and a["self"] in _INPUT_DEPENDENT and \
-            first(a["dim"], ndim) and a["self"] in names:
-        stacks[n] = [a["self"]]
-        _INPUT_DEPENDENT.add(n)
-        return True
-    if tname == "aten.cat.default" and a["tensors"] and all(t in stacks for t in a["tensors"]) \
-            and first(a["dim"], ndim):
-        stacks[n] = [e for t in a["tensors"] for e in stacks[t]]
-        _INPUT_DEPENDENT.add(n)
-        return True
-    src = a.get("self", n.args[0] if n.args else None)
-    if not isinstance(src, fx.Node) or src not in stacks:
-        return False
-    items = stacks[src]
-    pick = None
-    if tname == "<built-in function getitem>":  # of an unbind
-        pick = items[n.args[1]]
-    elif tname == "aten.select.int" and first(a["dim"], ndim + 1):
-        pick = items[a["index"]]
-    elif tname in ("aten.squeeze.dim", "aten.squeeze.dims") and len(items) == 1:
-        dims = a["dim"] if tname == "aten.squeeze.dim" else a["dim"]
-        dims = dims if isinstance(dims, (list, tuple)) else [dims]
-        if [d % (ndim + 1) for d in dims] == [0]:
-            pick = items[0]
-    elif tname == "aten.unbind.int" and first(a["dim"], ndim + 1):
-        stacks[n] = items
-        _INPUT_DEPENDENT.add(n)
-        return True
-    elif tname == "aten.slice.Tensor" and first(a["dim"], ndim):
-        stacks[n] = items[slice(a["start"], a["end"], a["step"])]
-        _INPUT_DEPENDENT.add(n)
-        return True
-    if pick is None:
-        return False
-    if pick in stacks:
-        stacks[n] = stacks[pick]
-    else:
-        names[n] = names[pick]
-    _INPUT_DEPENDENT.add(n)
-    return True
+def _batch_first_const(v, n_out: int, q: int):
+    """A constant operand of an op whose output has its batch axis at ``q`` (rank ``n_out``),
+    as it broadcasts against the graph's batch-first value: the dim it has at the batch
+    position (torch broadcasting, from the right) moved to the front. ``None``: unchanged."""
+    shape = _val_shape(v) if isinstance(v, fx.Node) else \
+        (tuple(v.shape) if torch.is_tensor(v) else None)
+    if shape is None:
+        return None
+    k = q - (n_out - len(shape))
+    return k if k > 0 else None
 
 
 # ------------------------------------------------------------------------------- tracing
@@ -783,7 +825,20 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
         return name
 
     _INPUT_DEPENDENT.clear()
-    stacks: dict[fx.Node, list] = {}
+    _BDIM.clear()
+    _BATCH[:] = [str(_val_shape(next(n for n in ep.graph.nodes if n.name in user_inputs))[0])]
+    moved = [0]
+
+    def batch_first(v, k):
+        """Graph name of constant ``v`` with its dim ``k`` moved to the front."""
+        if torch.is_tensor(v):
+            return literal(v.movedim(k, 0))
+        moved[0] += 1
+        name = f"{names[v]}_batch_first_{moved[0]}"
+        nodes.append(Node(name, "op", op=_ConstCall(torch.movedim, (_Slot(0), k, 0), {}),
+                          inputs=(names[v],)))
+        return name
+
     for n in ep.graph.nodes:
         if n.op == "placeholder":
             if n.name in params or n.name in buffers:
@@ -805,10 +860,9 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
             tname = str(n.target)
             if tname in _SKIP:
                 continue
-            if _batch_stack(n, stacks, names):
-                continue
             if tname in _MULTI_OUTPUT and n.args[0] in _INPUT_DEPENDENT:
                 _INPUT_DEPENDENT.add(n)  # stands for its input; see _getitem
+                _BDIM[n] = _bdim(n.args[0])
                 if n.args[0] in names:
                     names[n] = names[n.args[0]]
                 continue
@@ -821,24 +875,33 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
                 why = f"{tname} ({declined[n.name]})" if n.name in declined else tname
                 unsupported.append((n.name, why, _source(n)))
                 continue
+            q = 0
+            if n in _INPUT_DEPENDENT:
+                q = _batch_axis(n)
+                if q is not None:
+                    _BDIM[n] = q
+                moves = q != 0 or any(_bdim(i) != 0 for i in n.all_input_nodes
+                                      if i in _INPUT_DEPENDENT)
+                why = _batch_axis_use(n) if moves and q is not None else None
+                if why:
+                    unsupported.append((n.name, f"{tname} ({why})", _source(n)))
+                    continue
             try:
                 op, ins = conv(_args(n), n)
             except Unsupported as e:
                 unsupported.append((n.name, f"{tname} ({e})", _source(n)))
                 continue
+            n_out = len(_val_shape(n) or ())
             refs = []
             for v in ins:
+                const = not (isinstance(v, fx.Node) and v in _INPUT_DEPENDENT)
+                k = _batch_first_const(v, n_out, q) if const and q else None
                 if isinstance(v, fx.Node):
-                    if v in stacks:
-                        unsupported.append((n.name, f"{tname} (of tensors stacked along the "
-                                            "batch axis; only indexing them is supported)",
-                                            _source(n)))
-                        break
                     if v not in names:  # input of an unsupported node: already reported
                         break
-                    refs.append(names[v])
+                    refs.append(names[v] if k is None else batch_first(v, k))
                 else:
-                    refs.append(literal(v))
+                    refs.append(literal(v) if k is None else batch_first(v, k))
             else:
                 dep = any(isinstance(v, fx.Node) and v in _INPUT_DEPENDENT for v in ins)
                 if dep:
@@ -855,9 +918,10 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
             out = outs[0]
         else:
             unsupported.append((n.name, f"{n.op} {n.target}", _source(n)))
-    if out in stacks:
-        unsupported.append((out.name, f"{out.target} (the output stacks tensors along the "
-                            "batch dimension)", _source(out)))
+    if out in names and _bdim(out) != 0:
+        unsupported.append((out.name, f"{out.target} (the model's output has its batch axis "
+                            f"at dimension {_bdim(out)}; return it batch-first, e.g. "
+                            "out.transpose(0, 1))", _source(out)))
     if unsupported:
         raise UnsupportedOpError(unsupported, model=f"{origin} (traced with torch.export)")
     if out not in names:
