@@ -394,6 +394,18 @@ class Elementwise(Op):
         return [(nl, nu)], lb, ub
 
 
+def by_side(side, lA, uA):
+    """``backward``'s result for a single bounded input whose two sides are computed by
+    ``side(A, lower) -> (A', bias)``: ``([(lA', uA')], lbias, ubias)``."""
+    nl = nu = None
+    lb = ub = 0.0
+    if lA is not None:
+        nl, lb = side(lA, True)
+    if uA is not None:
+        nu, ub = side(uA, False)
+    return [(nl, nu)], lb, ub
+
+
 def _numel_out(op, x: Tensor) -> int:
     """Elements of ``op``'s output for a batch like ``x`` (its input's size if unknown)."""
     if op.out_shape is None:

@@ -24,7 +24,7 @@ import math
 import torch
 
 from .activations import RELU_LOWER
-from .base import (Interval, Op, _both, _rowdot, bias_term, is_bounded, sample_view,
+from .base import (Interval, Op, _both, _rowdot, bias_term, by_side, is_bounded, sample_view,
                    unbroadcast)
 
 
@@ -498,13 +498,7 @@ class Amax(Op):
             bias = s * _rowsum(take_k * up_bias)
             return ungroup(coef), bias
 
-        nl = nu = None
-        lb = ub = 0.0
-        if lA is not None:
-            nl, lb = side(lA, True)
-        if uA is not None:
-            nu, ub = side(uA, False)
-        return [(nl, nu)], lb, ub
+        return by_side(side, lA, uA)
 
     def refine_mask(self, index, bound: Interval):
         """Elements of groups without a dominating element (where the relaxation is loose)."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .affine import AvgPool2d, _pair
-from .base import Affine, Interval, Op
+from .base import Affine, Interval, Op, by_side
 
 
 class MaxPool2d(Op):
@@ -126,13 +126,7 @@ class MaxPool2d(Op):
             bias = (take_up * up_bias.unsqueeze(1)).flatten(2).sum(-1)
             return coef.view(B, A.shape[1], C, H, W), bias
 
-        nl = nu = None
-        lb = ub = 0.0
-        if lA is not None:
-            nl, lb = side(lA, True)
-        if uA is not None:
-            nu, ub = side(uA, False)
-        return [(nl, nu)], lb, ub
+        return by_side(side, lA, uA)
 
     def refine_mask(self, index, bound: Interval):
         """Inputs of windows whose relaxation is not exact (no dominating input)."""
