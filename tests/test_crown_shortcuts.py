@@ -107,3 +107,38 @@ def test_an_examples_crown_bounds_do_not_depend_on_its_batch(seed, method):
             l1, u1 = bm.compute_bounds(x[b:b + 1], ptb, method=method, **kw)
             torch.testing.assert_close(lb[b:b + 1], l1, atol=1e-9, rtol=1e-9)
             torch.testing.assert_close(ub[b:b + 1], u1, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_exact_images_of_refined_nodes_skip_refinement_with_the_same_bounds(cell, monkeypatch):
+    """A sigmoid or tanh of a refined pre-activation (an RNN's gates) keeps its interval: a
+    CROWN pass from it could not be tighter. Fewer passes, identical bounds."""
+    torch.manual_seed(0)
+    rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(3, 4, batch_first=True)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = rnn, torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    model = M().eval()
+    x = torch.randn(2, 4, 3)
+    bm = bg.BoundedModule(model, x)
+    calls = []
+    refine = be._refine
+    monkeypatch.setattr(be, "_refine", lambda *a: calls.append(a[1]) or refine(*a))
+    ptb = bg.LinfBall(0.1)
+    lb, ub, inter = bm.compute_bounds(x, ptb, method="crown", return_intermediate=True)
+    skipped = len(calls)
+    calls.clear()
+    monkeypatch.setattr(be, "_image_of_refined", lambda *a: False)
+    lb0, ub0, inter0 = bm.compute_bounds(x, ptb, method="crown", return_intermediate=True)
+    assert skipped < len(calls)
+    torch.testing.assert_close(lb, lb0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ub, ub0, rtol=0, atol=1e-6)
+    for name in inter:
+        torch.testing.assert_close(inter[name].lower, inter0[name].lower, rtol=0, atol=1e-6)
+        torch.testing.assert_close(inter[name].upper, inter0[name].upper, rtol=0, atol=1e-6)

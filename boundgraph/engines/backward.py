@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import DomainError
-from ..ops.base import Interval, concretize
+from ..ops.base import Interval, Op, concretize
 from .context import Context
 from .interval import interval_pass
 
@@ -218,6 +218,7 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
     need = needed_nodes(ctx)
     budget = int(ctx.opts.get("max_elements", 2 ** 25))
     bounds: dict[str, Interval] = {g.input: ctx.box}
+    exact = {g.input}  # nodes whose every element has its CROWN (or exact) bound
     for name in g.batched_order[1:]:
         try:
             bounds[name] = cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
@@ -225,6 +226,11 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
             raise ctx.named(e, name) from None
         if name not in need:
             continue
+        if _image_of_refined(ctx, name, exact):
+            exact.add(name)  # the interval is already at least as tight as CROWN's
+            continue
+        if all(type(ctx.op(c)).refine_mask is Op.refine_mask for c, _ in need[name]):
+            exact.add(name)  # refined below on every element
         if grad or not torch.is_grad_enabled():
             bounds[name] = _refine(ctx, name, need[name], bounds, budget)
             continue
@@ -233,6 +239,20 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
         bounds[name] = Interval(torch.maximum(cur.lower, ref.lower),
                                 torch.minimum(cur.upper, ref.upper))
     return bounds
+
+
+def _image_of_refined(ctx, name, exact) -> bool:
+    """Whether node ``name`` is an elementwise op with an exact interval rule applied to a
+    node refined on every element. Its CROWN bound cannot beat that interval: per element the
+    backward pass bounds a line below (above) ``f`` on the input's refined interval, and the
+    line's extreme over that interval is no better than ``f``'s (and the refined interval is
+    itself no looser than the input's CROWN bound). So the refinement is skipped, with the
+    same result."""
+    op = ctx.op(name)
+    if not getattr(op, "exact_interval", False):
+        return False
+    node = ctx.graph.nodes[name]
+    return len(node.inputs) == 1 and node.inputs[0] in exact
 
 
 def _refine(ctx, name, consumers, bounds, budget) -> Interval:

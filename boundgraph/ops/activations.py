@@ -151,6 +151,8 @@ def _two_piece(l, u, c, fc, left, right, mode):
 class ReLU(Elementwise):
     """``max(x, 0)``; relaxation: ``aL x <= relu(x) <= u (x - l) / (u - l)`` when unstable."""
 
+    exact_interval = True
+
     kind = "relu"
 
     def forward(self, x):
@@ -445,6 +447,8 @@ class _SShaped(_Smooth):
 class Sigmoid(_SShaped):
     """``1 / (1 + exp(-x))``; relaxation: see the module docstring (S-shaped case split)."""
 
+    exact_interval = True
+
     kind = "sigmoid"
     m2 = 0.1  # sup |sigmoid''| = 0.0962
 
@@ -461,6 +465,8 @@ class Sigmoid(_SShaped):
 
 class Tanh(_SShaped):
     """``tanh(x)``; relaxation: see the module docstring (S-shaped case split)."""
+
+    exact_interval = True
 
     kind = "tanh"
     m2 = 0.77  # sup |tanh''| = 4 / (3 sqrt(3)) = 0.7698

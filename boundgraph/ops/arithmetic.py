@@ -193,6 +193,8 @@ class Square(Elementwise):
     ``2 m x - m^2 <= x^2 <= (l + u) x - l u`` with ``m = (l + u) / 2`` (the tangent at the
     midpoint, the best tangent by area, and the chord)."""
 
+    exact_interval = True
+
     kind = "square"
 
     def forward(self, x):

@@ -363,6 +363,11 @@ class Elementwise(Op):
     """
 
     pointwise = True
+    #: whether ``interval`` is the exact range of ``f`` over the input interval (monotone ops
+    #: using the default rule, and ops whose own rule computes the range). Then a CROWN bound
+    #: of the output can never beat ``interval`` applied to a CROWN-refined input bound (the
+    #: relaxation's line lies below ``f`` on that interval), so engines skip refining it.
+    exact_interval = False
     #: whether ``relax`` takes ``opts["kink_slope"]``: a tensor of values in ``[0, 1]``, shaped
     #: like ``l`` or ``(B, S, *shape)`` (one per coefficient row), that places the slope of the
     #: line through the op's kink between the two sides' slopes for elements across it; any such

@@ -208,6 +208,8 @@ class Exp(_Curved):
     2018; the midpoint is the tangent of least area, module docstring). Raises
     :class:`DomainError` when ``exp(u)`` overflows the input's dtype."""
 
+    exact_interval = True
+
     kind = "exp"
 
     def forward(self, x):
@@ -225,6 +227,8 @@ class Exp(_Curved):
 class Log(_Curved):
     """``log(x)`` for ``x > 0``: concave increasing; chord below, midpoint tangent above
     (CROWN). ``l <= 0`` raises :class:`DomainError`."""
+
+    exact_interval = True
 
     kind = "log"
 
@@ -246,6 +250,8 @@ class Reciprocal(_Curved):
     concave for ``x < 0`` (mirrored). Interval ``(1/u, 1/l)``; an interval containing 0 raises
     :class:`DomainError`."""
 
+    exact_interval = True
+
     kind = "reciprocal"
 
     def forward(self, x):
@@ -266,6 +272,8 @@ class Sqrt(_Curved):
     (CROWN). ``l = 0`` is allowed (the tangent is never taken at 0); ``l < 0`` raises
     :class:`DomainError`."""
 
+    exact_interval = True
+
     kind = "sqrt"
     zero_edge = True
 
@@ -285,6 +293,8 @@ class Sqrt(_Curved):
 class Rsqrt(_Curved):
     """``1 / sqrt(x)`` for ``x > 0``: convex decreasing; chord above, midpoint tangent below
     (CROWN). ``l <= 0`` raises :class:`DomainError`."""
+
+    exact_interval = True
 
     kind = "rsqrt"
 
