@@ -201,6 +201,13 @@ def _run_record(d) -> dict:
     }
 
 
+def _crown_cell(test: dict) -> str:
+    n = test.get("num_examples_crown") or 0
+    if not n or test.get("certified_error_crown") is None:
+        return "not run"
+    return f"{100 * test['certified_error_crown']:.2f} (n={n})"
+
+
 def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) -> int:
     """Summarise training runs (config, best validation epoch, test evaluation).
 
@@ -229,13 +236,13 @@ def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) ->
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}"
 
-    rows = [[f"{r['eps']:g}", r["recipe"], r["epochs"],
+    rows = [[r["model"], f"{r['eps']:g}", r["recipe"] or "(options)", r["epochs"],
              method_label(r), r["best_epoch"],
              pct(r["best_val"]["val_clean_error"]),
              pct(r["best_val"]["val_certified_error_ibp"]), pct(r["test"]["clean_error"]),
              pct(r["test"]["pgd_error"]), pct(r["test"]["certified_error_ibp"]),
              pct(r["test"]["certified_error_crown_ibp"]),
-             f"{pct(r['test']['certified_error_crown'])} (n={r['test']['num_examples_crown']})",
+             _crown_cell(r["test"]), r["test"]["num_examples"],
              f"{r['train_time_s'] / 60:.1f}"] for r in runs]
     first = runs[0]
     splits = sorted({(r["train_examples"],
@@ -244,19 +251,19 @@ def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) ->
     split_text = " or ".join(f"{n} training images ({h} more held out for validation, the "
                              f"first {v} of them evaluated after each epoch)"
                              for n, h, v in splits)
+    models = ", ".join(dict.fromkeys(r["model"] for r in runs))
     table = (
         f"# Certified training on MNIST (CPU scale)\n\n"
-        f"{first['model']} on MNIST, L-inf eps in pixel units ([0, 1]); each run trains on "
+        f"{models} on MNIST, L-inf eps in pixel units ([0, 1]); each run trains on "
         f"{split_text}, with the recipe named in its row. Validation also serves best-epoch "
         f"selection: the selected epoch is the one with the lowest validation "
         f"IBP-certified error once eps reached its target, lowest clean error for natural "
-        f"training. Test figures: the full MNIST test set ({first['test']['num_examples']} "
-        f"images), PGD {first['test']['pgd']['steps']} steps x "
-        f"{first['test']['pgd']['restarts']} restart; full CROWN on the first "
-        f"{first['test']['num_examples_crown']} test images only. Errors in %.\n\n"
-        + md_table(["eps", "recipe", "epochs", "method", "best epoch", "val clean",
-                    "val IBP-cert", "test clean", "test PGD", "test IBP-cert", "test CROWN-IBP-cert", "test CROWN-cert",
-                    "train min"], rows)
+        f"training. Test figures: the first 'test n' MNIST test images, PGD "
+        f"{first['test']['pgd']['steps']} steps x {first['test']['pgd']['restarts']} restart; "
+        f"full CROWN on the number of test images given in its cell. Errors in %.\n\n"
+        + md_table(["model", "eps", "recipe", "epochs", "method", "best epoch", "val clean",
+                    "val IBP-cert", "test clean", "test PGD", "test IBP-cert",
+                    "test CROWN-IBP-cert", "test CROWN-cert", "test n", "train min"], rows)
         + "\nTraining time is wall time on a 2-core machine, at times shared with other jobs, "
           "so it is indicative only; see `training_speed.md` for interleaved ratios.\n"
         + (f"\n{notes}\n" if notes else "")

@@ -206,13 +206,32 @@ class SeqFirstRecurrent(nn.Module):
         return self.head(out[-1]) + h[-1].sum(-1, keepdim=True)
 
 
-@pytest.mark.parametrize("factory", [SeqFirstEncoder, lambda: SeqFirstRecurrent(nn.LSTM),
+class SeqFirstWithConstants(nn.Module):
+    """Seq-first constants: a positional buffer ``(L, 1, E)`` and a class token ``(1, 1, E)``
+    expanded over the batch and concatenated along the sequence (the tutorial layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pe", torch.randn(10, 1, 8))
+        self.cls = nn.Parameter(torch.randn(1, 1, 8))
+        self.enc = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = x.transpose(0, 1)
+        h = h + self.pe[:h.size(0)]
+        h = torch.cat([self.cls.expand(1, h.size(1), 8), h], 0)
+        return self.head(self.enc(h)[0])
+
+
+@pytest.mark.parametrize("factory", [SeqFirstEncoder, SeqFirstWithConstants,
+                                     lambda: SeqFirstRecurrent(nn.LSTM),
                                      lambda: SeqFirstRecurrent(nn.GRU)],
-                         ids=["transformer_encoder", "lstm", "gru"])
+                         ids=["transformer_encoder", "constants", "lstm", "gru"])
 def test_seq_first_layers_follow_the_batch_axis_and_are_sound(factory):
     torch.manual_seed(0)
     model = factory().eval()
-    x = torch.randn(2, 4, 8) if isinstance(model, SeqFirstEncoder) else torch.randn(2, 4, 3)
+    x = torch.randn(2, 4, 3) if isinstance(model, SeqFirstRecurrent) else torch.randn(2, 4, 8)
     bm = traced(model, x)
     check_sound(model, x, 0.05, methods=("ibp", "crown-ibp", "crown"), n=16, bm=bm)
 
