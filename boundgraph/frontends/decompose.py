@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import math
 import types
+import warnings
 from typing import Callable
 
 import torch
@@ -409,5 +410,7 @@ def decompose(ep, has_rule: Callable[[str], bool], dependence: Callable, rounds:
                 table[n.target] = fn
         if not table:
             break
-        ep = ep.run_decompositions(table)
+        with warnings.catch_warnings():  # torch-internal deprecation noise of the retrace
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+            ep = ep.run_decompositions(table)
     return ep, declined

@@ -140,24 +140,31 @@ def _gemm(imp, node, ins, a):
 
 
 # -- convolution and batch normalisation --------------------------------------------------------
-@converter("Conv")
-def _conv(imp, node, ins, a):
+def _conv_operands(imp, ins, op: str, what: str):
+    """``(x, W, b, spatial dims)`` of a Conv / ConvTranspose node: constant weights (and bias),
+    a batched 1-d or 2-d input."""
     x, Wt = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
     if not Wt.const or (b is not None and not b.const):
-        raise _Unsupported("Conv with input-dependent weights")
-    x = imp.as_batch(x, "Conv")
+        raise _Unsupported(f"{op} with input-dependent weights")
+    x = imp.as_batch(x, op)
     W = np.asarray(Wt.value)
-    nsp = W.ndim - 2
-    if nsp not in (1, 2) or len(x.sample) != nsp + 1:
-        raise _Unsupported(f"{nsp}-d convolution")
+    n = W.ndim - 2
+    if n not in (1, 2) or len(x.sample) != n + 1:
+        raise _Unsupported(f"{n}-d {what}")
+    return x, W, b, n
+
+
+@converter("Conv")
+def _conv(imp, node, ins, a):
+    x, W, b, nsp = _conv_operands(imp, ins, "Conv", "convolution")
     kernel = tuple(W.shape[2:])
     strides = _pairs(a, "strides", 1, nsp)
     dil = _pairs(a, "dilations", 1, nsp)
     group = int(a.get("group", 1))
     pads = _conv_pads(a, x.sample[1:], kernel, strides, dil)
     hint = _hint(node)
-    key = (id(Wt), "conv")
+    key = (id(ins[1]), "conv")
     begin, end = pads[:nsp], pads[nsp:]
     if begin != end:  # asymmetric: an explicit pad op
         x = _pad_input(imp, x, pads, f"{hint}_pad")
@@ -211,15 +218,7 @@ def _conv_transpose(imp, node, ins, a):
     """``ConvTranspose`` (1-d or 2-d): the ``conv_transpose`` op with symmetric padding (and
     torch's ``output_padding``); asymmetric pads, ``output_shape`` and ``auto_pad`` become the
     nearest symmetric padding and a crop (slices) of the rest."""
-    x, Wt = ins[0], ins[1]
-    b = ins[2] if len(ins) > 2 else None
-    if not Wt.const or (b is not None and not b.const):
-        raise _Unsupported("ConvTranspose with input-dependent weights")
-    x = imp.as_batch(x, "ConvTranspose")
-    W = np.asarray(Wt.value)
-    n = W.ndim - 2
-    if n not in (1, 2) or len(x.sample) != n + 1:
-        raise _Unsupported(f"{n}-d transposed convolution")
+    x, W, b, n = _conv_operands(imp, ins, "ConvTranspose", "transposed convolution")
     kernel = tuple(W.shape[2:])
     if "kernel_shape" in a and tuple(int(k) for k in a["kernel_shape"]) != kernel:
         raise _Unsupported("ConvTranspose whose kernel_shape differs from the weight's")
@@ -254,7 +253,7 @@ def _conv_transpose(imp, node, ins, a):
     if any(q >= s and q >= d for q, s, d in zip(extra, strides, dil)):
         raise _Unsupported("ConvTranspose with output_padding not below the stride or dilation")
     hint = _hint(node)
-    refs = [x, imp.tensor_const(W, node.input[1], weight=True, key=(id(Wt), "convT"))]
+    refs = [x, imp.tensor_const(W, node.input[1], weight=True, key=(id(ins[1]), "convT"))]
     if b is not None:
         refs.append(imp.tensor_const(np.asarray(b.value), node.input[2], weight=True,
                                      key=(id(b), "convTb")))
