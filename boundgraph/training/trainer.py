@@ -248,181 +248,253 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
     Returns:
         :class:`FitResult`.
     """
-    from tqdm.auto import tqdm
+    run = _Run(model, train_data, config, val_data=val_data, out_dir=out_dir, resume=resume,
+               overwrite=overwrite, device=device, progress=progress, callbacks=callbacks,
+               overrides=overrides)
+    for epoch in range(run.start_epoch, run.cfg.epochs):
+        run.train_epoch(epoch)
+        row = run.validate(epoch)
+        improved = run.select(row)
+        run.checkpoint(row, improved)
+        run.log(row, improved)
+        run.notify(row)
+    return run.result()
 
-    if train_data is None:
-        raise InputError("fit needs train_data")
-    cfg = _make_config(config, model, overrides)
-    rank, world = _dist()
-    is_main = rank == 0
-    device = resolve_device(device)
-    out = Path(out_dir) if out_dir is not None else None
 
-    ckpt = None
-    if out is not None:
+class _Run:
+    """The state of one :func:`fit` call (what would otherwise be a dozen local variables)
+    and its steps: set-up in ``__init__``, then per epoch :meth:`train_epoch` (one
+    :meth:`train_step` per batch), :meth:`validate`, :meth:`select`, :meth:`checkpoint`,
+    :meth:`log` and :meth:`notify`; :meth:`result` at the end."""
+
+    # ---- set-up -----------------------------------------------------------------------
+    def __init__(self, model, train_data, config, *, val_data, out_dir, resume, overwrite,
+                 device, progress, callbacks, overrides):
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        if train_data is None:
+            raise InputError("fit needs train_data")
+        self.cfg = _make_config(config, model, overrides)
+        self.rank, self.world = _dist()
+        self.is_main = self.rank == 0
+        self.device = resolve_device(device)
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+
+        ckpt = self._open_checkpoint(resume, overwrite, overrides)
+        if self.cfg.batch_size % self.world:
+            raise InputError(f"batch_size {self.cfg.batch_size} is not divisible by the "
+                             f"{self.world} processes")
+        _seed_all(self.cfg.seed)
+        self._load_data(train_data, val_data)
+        self._build(model, fresh=ckpt is None)
+        self.history: list = []
+        self.best = None
+        self.start_epoch, self.global_step = 0, 0
+        if ckpt is not None:
+            self._restore(ckpt)
+        self._prepare_out_dir(fresh=ckpt is None)
+        self.plot_note_shown = False
+        self.ddp = self._wrap_ddp()
+        self.callbacks = list(callbacks)
+
+    def _open_checkpoint(self, resume, overwrite, overrides):
+        """Read ``out/last.pt`` when resuming (its config wins, ``epochs`` may be raised);
+        refuse to start over an existing run without ``overwrite``."""
+        out = self.out
+        if out is None:
+            if resume:
+                raise InputError("resume needs out_dir (the folder holding last.pt)")
+            return None
         last = out / "last.pt"
         if resume and last.exists():
-            ckpt = read_checkpoint(last, map_location=device)
+            ckpt = read_checkpoint(last, map_location=self.device)
             saved = TrainConfig.from_dict(ckpt["config"])
             epochs = max(saved.epochs, int(overrides.get("epochs") or saved.epochs))
-            cfg = replace(saved, epochs=epochs)
-        elif resume and progress and is_main:
+            self.cfg = replace(saved, epochs=epochs)
+            return ckpt
+        if resume and self.progress and self.is_main:
             print(f"boundgraph train: no checkpoint in {out}; starting a fresh run",
                   file=sys.stderr)
         elif last.exists() and not overwrite:
             raise InputError(f"{out} already holds a training run (last.pt); pass resume to "
                              f"continue it, overwrite to replace it, or choose another folder")
-    elif resume:
-        raise InputError("resume needs out_dir (the folder holding last.pt)")
-    if cfg.batch_size % world:
-        raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {world} "
-                         f"processes")
+        return None
 
-    # ---- data, model, graph -----------------------------------------------------------
-    _seed_all(cfg.seed)
-    X, Y = dataset_tensors(train_data, cfg.limit)
-    if val_data is None:
-        from torch.utils.data import TensorDataset
+    def _load_data(self, train_data, val_data) -> None:
+        """The training and validation tensors (``X, Y``, ``Xv, Yv``), checked."""
+        cfg = self.cfg
+        X, Y = dataset_tensors(train_data, cfg.limit)
+        if val_data is None:
+            from torch.utils.data import TensorDataset
 
-        from ..data import validation_split
+            from ..data import validation_split
 
+            try:
+                tr, va = validation_split(TensorDataset(X, Y), cfg.val_fraction, cfg.seed)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+            tr_idx = torch.as_tensor(tr.indices, dtype=torch.long)
+            va_idx = torch.as_tensor(va.indices, dtype=torch.long)
+            Xv, Yv = X[va_idx], Y[va_idx]
+            X, Y = X[tr_idx], Y[tr_idx]
+        else:
+            Xv, Yv = dataset_tensors(val_data)
+        if cfg.val_limit is not None:
+            Xv, Yv = Xv[:cfg.val_limit], Yv[:cfg.val_limit]
+        if len(X) == 0 or len(Xv) == 0:
+            raise InputError("the training or validation split is empty")
+        lo, hi = cfg.domain
+        if float(X.min()) < lo - 1e-6 or float(X.max()) > hi + 1e-6:
+            raise InputError(f"training images must lie in the domain [{lo}, {hi}]")
+        self.X, self.Y, self.Xv, self.Yv = X, Y, Xv, Yv
+
+    def _build(self, model, fresh: bool) -> None:
+        """Model, bounded graph (IBP initialisation for a fresh run), optimiser, sampler and
+        schedules."""
+        cfg, device = self.cfg, self.device
+        self.model_name = cfg.model  # None for a model built by the caller outside the zoo
+        if model is None or isinstance(model, str):
+            model = build_model(cfg)
+        model.to(device)
+        was_training = model.training
+        model.eval()
+        self.bm = BoundedModule(model, self.X[:2].to(device))
+        model.train(was_training)
+        if fresh and cfg.ibp_init:
+            ibp_init(self.bm,
+                     generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, -1)))
+        self.model = model
+
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
+                                       weight_decay=cfg.weight_decay)
+        self.local_batch = cfg.batch_size // self.world
+        self.sampler = DistributedSampler(_Sized(len(self.X)), num_replicas=self.world,
+                                          rank=self.rank, shuffle=True, seed=cfg.seed,
+                                          drop_last=False)
+        self.steps_per_epoch = math.ceil(self.sampler.num_samples / self.local_batch)
+        self.sched = cfg.schedules(self.steps_per_epoch)
+        self.eps_max = self.sched.eps.eps_max
+        self.val_eps = cfg.target_eval_eps
+
+    def _restore(self, ckpt) -> None:
+        """Model, optimiser, history, best row, epoch, step and RNG states from ``last.pt``."""
         try:
-            tr, va = validation_split(TensorDataset(X, Y), cfg.val_fraction, cfg.seed)
-        except ValueError as e:
-            raise InputError(str(e)) from None
-        tr_idx = torch.as_tensor(tr.indices, dtype=torch.long)
-        va_idx = torch.as_tensor(va.indices, dtype=torch.long)
-        Xv, Yv = X[va_idx], Y[va_idx]
-        X, Y = X[tr_idx], Y[tr_idx]
-    else:
-        Xv, Yv = dataset_tensors(val_data)
-    if cfg.val_limit is not None:
-        Xv, Yv = Xv[:cfg.val_limit], Yv[:cfg.val_limit]
-    if len(X) == 0 or len(Xv) == 0:
-        raise InputError("the training or validation split is empty")
-    lo, hi = cfg.domain
-    if float(X.min()) < lo - 1e-6 or float(X.max()) > hi + 1e-6:
-        raise InputError(f"training images must lie in the domain [{lo}, {hi}]")
-
-    model_name = cfg.model  # None for a model built by the caller outside the zoo
-    if model is None or isinstance(model, str):
-        model = build_model(cfg)
-    model.to(device)
-    was_training = model.training
-    model.eval()
-    bm = BoundedModule(model, X[:2].to(device))
-    model.train(was_training)
-    if ckpt is None and cfg.ibp_init:
-        ibp_init(bm, generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, -1)))
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
-    local_batch = cfg.batch_size // world
-    sampler = DistributedSampler(_Sized(len(X)), num_replicas=world, rank=rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=False)
-    steps_per_epoch = math.ceil(sampler.num_samples / local_batch)
-    sched = cfg.schedules(steps_per_epoch)
-    eps_max = sched.eps.eps_max
-    val_eps = cfg.target_eval_eps
-
-    history: list = []
-    best = None
-    start_epoch, global_step = 0, 0
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model_state"])
-            opt.load_state_dict(ckpt["optimizer_state"])
+            self.model.load_state_dict(ckpt["model_state"])
+            self.opt.load_state_dict(ckpt["optimizer_state"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise BoundGraphError(f"{out / 'last.pt'} does not fit this model: "
+            raise BoundGraphError(f"{self.out / 'last.pt'} does not fit this model: "
                                   f"{str(e).splitlines()[0][:200]}") from None
-        start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
-        history = list(ckpt.get("history", []))
-        best = ckpt.get("best")
+        self.start_epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        self.history = list(ckpt.get("history", []))
+        self.best = ckpt.get("best")
         set_rng_state(ckpt["rng"])
 
-    if out is not None and is_main:
+    def _prepare_out_dir(self, fresh: bool) -> None:
+        """Rank 0: write ``config.json``, clear an old run's files for a fresh run, and
+        rewrite the metric logs from the history."""
+        out = self.out
+        if out is None or not self.is_main:
+            return
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.json", json.dumps(
-            {**cfg.to_dict(), "steps_per_epoch": steps_per_epoch, "train_examples": len(X),
-             "val_examples": len(Xv), "world_size": world}, indent=2) + "\n")
-        if ckpt is None:  # a fresh run (possibly over an old one, with overwrite)
+            {**self.cfg.to_dict(), "steps_per_epoch": self.steps_per_epoch,
+             "train_examples": len(self.X), "val_examples": len(self.Xv),
+             "world_size": self.world}, indent=2) + "\n")
+        if fresh:  # a fresh run (possibly over an old one, with overwrite)
             for name in ("last.pt", "best.pt", "metrics.png"):
                 if (out / name).exists():
                     (out / name).unlink()
-        _write_logs(out, history)
-    plot_note_shown = False
+        _write_logs(out, self.history)
 
-    ddp = None
-    if world > 1:
+    def _wrap_ddp(self):
+        if self.world <= 1:
+            return None
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                      else None)
-    callbacks = list(callbacks)
+        return DistributedDataParallel(self.model, device_ids=[self.device]
+                                       if self.device.type == "cuda" else None)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        # ---- train one epoch --------------------------------------------------------
-        sampler.set_epoch(epoch)
-        order = torch.as_tensor(list(iter(sampler)), dtype=torch.long)
-        model.train()
-        sums = [0.0] * 5  # loss*n, n, clean wrong, certified wrong, reg*n
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (progress and is_main), leave=False, file=sys.stderr)
+    # ---- one epoch --------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> None:
+        """Train one epoch in the order the sampler gives for ``epoch``; leaves the summed
+        statistics in ``sums``, the last schedule values in ``s`` and the time in
+        ``train_time``."""
+        cfg = self.cfg
+        self.sampler.set_epoch(epoch)
+        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
+        self.model.train()
+        self.sums = [0.0] * 5  # loss*n, n, clean wrong, certified wrong, reg*n
+        bar = self._tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                         disable=not (self.progress and self.is_main), leave=False,
+                         file=sys.stderr)
         t0 = time.perf_counter()
-        s = sched(global_step)
-        for b in range(steps_per_epoch):
-            idx = order[b * local_batch:(b + 1) * local_batch]
-            xb = X[idx].to(device, non_blocking=True)
-            yb = Y[idx].to(device, non_blocking=True)
-            s = sched(global_step)
-            for g in opt.param_groups:
-                g["lr"] = s["lr"]
-            # DDP needs its own forward call; otherwise certified_loss runs the clean pass
-            # (without autograd when the natural loss is not in the objective)
-            logits = ddp(xb) if ddp is not None else None
-            res = certified_loss(bm, xb, yb, method=cfg.method, eps=s["eps"],
-                                 kappa=s["kappa"], beta=s["beta"], eps_max=eps_max,
-                                 reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
-                                 upper=hi, logits=logits, loss_fusion=cfg.loss_fusion)
-            opt.zero_grad(set_to_none=True)
-            res.loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            global_step += 1
-            loss_v = float(res.loss.detach())
-            if not math.isfinite(loss_v):
-                raise BoundGraphError(f"training diverged: the loss is {loss_v} at epoch "
-                                      f"{epoch + 1}, step {global_step} (eps {s['eps']:.4g}); "
-                                      f"try a smaller lr or a longer eps ramp")
-            n = len(yb)
-            wrong = res.logits.detach().argmax(1) != yb
-            sums[0] += loss_v * n
-            sums[1] += n
-            sums[2] += int(wrong.sum())
-            if res.margins is not None:  # certified: correct and every margin bound > 0
-                sums[3] += int((wrong | ~(res.margins > 0).all(1)).sum())
-            sums[4] += float(res.reg) * n
-            bar.set_postfix(loss=f"{loss_v:.4f}", eps=f"{s['eps']:.4f}", refresh=False)
+        self.s = self.sched(self.global_step)
+        for b in range(self.steps_per_epoch):
+            loss_v = self.train_step(epoch,
+                                     order[b * self.local_batch:(b + 1) * self.local_batch])
+            bar.set_postfix(loss=f"{loss_v:.4f}", eps=f"{self.s['eps']:.4f}", refresh=False)
             bar.update(1)
         bar.close()
-        train_time = time.perf_counter() - t0
-        sums = _all_sum(sums, device, world)
+        self.train_time = time.perf_counter() - t0
+        self.sums = _all_sum(self.sums, self.device, self.world)
 
-        # ---- validate ---------------------------------------------------------------
+    def train_step(self, epoch: int, idx: torch.Tensor) -> float:
+        """One optimiser step on the examples ``idx``; adds to ``sums``, returns the loss."""
+        cfg, device = self.cfg, self.device
+        xb = self.X[idx].to(device, non_blocking=True)
+        yb = self.Y[idx].to(device, non_blocking=True)
+        s = self.s = self.sched(self.global_step)
+        for g in self.opt.param_groups:
+            g["lr"] = s["lr"]
+        # DDP needs its own forward call; otherwise certified_loss runs the clean pass
+        # (without autograd when the natural loss is not in the objective)
+        logits = self.ddp(xb) if self.ddp is not None else None
+        lo, hi = cfg.domain
+        res = certified_loss(self.bm, xb, yb, method=cfg.method, eps=s["eps"],
+                             kappa=s["kappa"], beta=s["beta"], eps_max=self.eps_max,
+                             reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
+                             upper=hi, logits=logits, loss_fusion=cfg.loss_fusion)
+        self.opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        self.global_step += 1
+        loss_v = float(res.loss.detach())
+        if not math.isfinite(loss_v):
+            raise BoundGraphError(f"training diverged: the loss is {loss_v} at epoch "
+                                  f"{epoch + 1}, step {self.global_step} (eps "
+                                  f"{s['eps']:.4g}); try a smaller lr or a longer eps ramp")
+        n = len(yb)
+        wrong = res.logits.detach().argmax(1) != yb
+        sums = self.sums
+        sums[0] += loss_v * n
+        sums[1] += n
+        sums[2] += int(wrong.sum())
+        if res.margins is not None:  # certified: correct and every margin bound > 0
+            sums[3] += int((wrong | ~(res.margins > 0).all(1)).sum())
+        sums[4] += float(res.reg) * n
+        return loss_v
+
+    def validate(self, epoch: int) -> dict:
+        """Validate (summed over processes) and return the epoch's metric row."""
+        cfg, sums, s = self.cfg, self.sums, self.s
+        rank, world = self.rank, self.world
         t1 = time.perf_counter()
-        counts = _validate(bm, Xv[rank::world], Yv[rank::world], val_eps, cfg, device,
-                           epoch, local_batch)
-        counts = _all_sum(counts, device, world)
-        eval_time = time.perf_counter() - t1
+        counts = _validate(self.bm, self.Xv[rank::world], self.Yv[rank::world], self.val_eps,
+                           cfg, self.device, epoch, self.local_batch)
+        counts = _all_sum(counts, self.device, world)
+        self.eval_time = time.perf_counter() - t1
         nv = counts[0]
-        row = {
+        return {
             "epoch": epoch + 1,
-            "step": global_step,
+            "step": self.global_step,
             "eps": s["eps"],
             "lr": s["lr"],
             "kappa": s["kappa"],
@@ -434,58 +506,74 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
             "val_clean_error": counts[1] / nv,
             "val_certified_error_ibp": counts[2] / nv,
             "val_pgd_error": (counts[3] / nv) if cfg.pgd_steps > 0 else None,
-            "val_eps": val_eps,
+            "val_eps": self.val_eps,
             "val_examples": int(nv),
-            "time_s": round(train_time, 3),
-            "eval_time_s": round(eval_time, 3),
+            "time_s": round(self.train_time, 3),
+            "eval_time_s": round(self.eval_time, 3),
         }
-        history.append(row)
-        improved = best is None or _selection_key(cfg, row, eps_max) < \
-            _selection_key(cfg, best, eps_max)
-        if improved:
-            best = dict(row)
 
-        # ---- write --------------------------------------------------------------------
-        if out is not None and is_main:
-            state = {
-                "format": FORMAT, "version": VERSION,
-                "model_state": model.state_dict(),
-                "optimizer_state": opt.state_dict(),
-                "schedules": _schedules_record(sched),
-                "rng": rng_state(),
-                "epoch": epoch + 1,
-                "global_step": global_step,
-                "config": cfg.to_dict(),
-                "model_name": model_name,
-                "model_kwargs": dict(cfg.model_kwargs),
-                "history": history,
-                "best": best,
-            }
-            save_atomic(state, out / "last.pt")
-            if improved:
-                save_atomic(state, out / "best.pt")
-            _append_logs(out, row)
-            if not plot_history(history, out / "metrics.png",
-                                title=f"{cfg.model or type(model).__name__} {cfg.method} "
-                                      f"eps={cfg.eps:g}") and not plot_note_shown:
-                print("boundgraph train: matplotlib is not installed; skipping metrics.png "
-                      "(pip install 'boundgraph[plot]')", file=sys.stderr)
-                plot_note_shown = True
-        if progress and is_main:
-            pgd = "-" if row["val_pgd_error"] is None else f"{100 * row['val_pgd_error']:.2f}%"
-            print(f"epoch {epoch + 1}/{cfg.epochs}  eps {row['eps']:.4f}  loss {row['loss']:.4f}"
-                  f"  val clean {100 * row['val_clean_error']:.2f}%  PGD {pgd}  IBP-cert "
-                  f"{100 * row['val_certified_error_ibp']:.2f}% (eps {val_eps:g})  "
-                  f"{train_time:.1f}s+{eval_time:.1f}s" + ("  *best" if improved else ""),
-                  file=sys.stderr, flush=True)
-        if world > 1:
+    def select(self, row: dict) -> bool:
+        """Append ``row`` to the history; keep it as the best row if it improves on it."""
+        self.history.append(row)
+        improved = self.best is None or _selection_key(self.cfg, row, self.eps_max) < \
+            _selection_key(self.cfg, self.best, self.eps_max)
+        if improved:
+            self.best = dict(row)
+        return improved
+
+    def checkpoint(self, row: dict, improved: bool) -> None:
+        """Rank 0: write ``last.pt`` (and ``best.pt`` if improved) atomically, append the
+        metric logs and replot ``metrics.png``."""
+        out, cfg, model = self.out, self.cfg, self.model
+        if out is None or not self.is_main:
+            return
+        state = {
+            "format": FORMAT, "version": VERSION,
+            "model_state": model.state_dict(),
+            "optimizer_state": self.opt.state_dict(),
+            "schedules": _schedules_record(self.sched),
+            "rng": rng_state(),
+            "epoch": row["epoch"],
+            "global_step": self.global_step,
+            "config": cfg.to_dict(),
+            "model_name": self.model_name,
+            "model_kwargs": dict(cfg.model_kwargs),
+            "history": self.history,
+            "best": self.best,
+        }
+        save_atomic(state, out / "last.pt")
+        if improved:
+            save_atomic(state, out / "best.pt")
+        _append_logs(out, row)
+        if not plot_history(self.history, out / "metrics.png",
+                            title=f"{cfg.model or type(model).__name__} {cfg.method} "
+                                  f"eps={cfg.eps:g}") and not self.plot_note_shown:
+            print("boundgraph train: matplotlib is not installed; skipping metrics.png "
+                  "(pip install 'boundgraph[plot]')", file=sys.stderr)
+            self.plot_note_shown = True
+
+    def log(self, row: dict, improved: bool) -> None:
+        """Rank 0, with ``progress``: the epoch's summary line on stderr."""
+        if not (self.progress and self.is_main):
+            return
+        pgd = "-" if row["val_pgd_error"] is None else f"{100 * row['val_pgd_error']:.2f}%"
+        print(f"epoch {row['epoch']}/{self.cfg.epochs}  eps {row['eps']:.4f}  "
+              f"loss {row['loss']:.4f}  val clean {100 * row['val_clean_error']:.2f}%  "
+              f"PGD {pgd}  IBP-cert {100 * row['val_certified_error_ibp']:.2f}% "
+              f"(eps {self.val_eps:g})  {self.train_time:.1f}s+{self.eval_time:.1f}s"
+              + ("  *best" if improved else ""), file=sys.stderr, flush=True)
+
+    def notify(self, row: dict) -> None:
+        """Wait for every process, then call the callbacks with the row."""
+        if self.world > 1:
             dist.barrier()
-        for cb in callbacks:
+        for cb in self.callbacks:
             cb(row)
 
-    model.eval()
-    return FitResult(history=history, best=best, model=model, bounded=bm, config=cfg,
-                     out_dir=out)
+    def result(self) -> FitResult:
+        self.model.eval()
+        return FitResult(history=self.history, best=self.best, model=self.model,
+                         bounded=self.bm, config=self.cfg, out_dir=self.out)
 
 
 def _make_config(config, model, overrides) -> TrainConfig:
