@@ -24,7 +24,6 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import DomainError
 from ..ops.base import Interval
 from .backward import backward_pass, crown_intermediate, needed_nodes, output_bounds
 from .context import Context
@@ -135,10 +134,7 @@ def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Ten
     try:  # (the output's pass below concretises over the caller's box, with autograd)
         torch.set_grad_enabled(grad and intermediate_grad)
         for name in g.batched_order[1:]:
-            try:
-                cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
-            except DomainError as e:
-                raise ctx.named(e, name) from None
+            cur = ctx.interval(name, bounds)
             b = base[name]  # CROWN's (or IBP's) bound of the node: keep the tighter side
             cur = Interval(torch.maximum(cur.lower, b.lower), torch.minimum(cur.upper, b.upper))
             if name in plan:

@@ -22,7 +22,6 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import DomainError
 from ..ops.base import Interval, Op, concretize
 from .context import Context
 from .interval import interval_pass
@@ -128,10 +127,7 @@ def _window_step(ctx, name, op, vals, la, ua, origin):
         shapes.append(s)
     wop = copy.copy(op)
     wop.in_shapes, wop.out_shape = tuple(shapes), tuple(node.shape[:-2]) + size
-    try:
-        per_input, bl, bu = wop.backward(la, ua, *vals, opts=ctx.opts)
-    except DomainError as e:
-        raise ctx.named(e, name) from None
+    per_input, bl, bu = ctx.rule(name, wop.backward, la, ua, *vals, opts=ctx.opts)
     return per_input, bl, bu, origin
 
 
@@ -169,10 +165,8 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
         step = _window_step(ctx, name, op, vals, la, ua, org) if org is not None else None
         if step is None:
             la, ua = _densify(la, ua, org, node.shape)
-            try:
-                per_input, bl, bu = op.backward(la, ua, *vals, opts=ctx.opts_for(name))
-            except DomainError as e:
-                raise ctx.named(e, name) from None
+            per_input, bl, bu = ctx.rule(name, op.backward, la, ua, *vals,
+                                         opts=ctx.opts_for(name))
             new_origin = None
         else:
             per_input, bl, bu, new_origin = step
@@ -220,10 +214,7 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
     bounds: dict[str, Interval] = {g.input: ctx.box}
     exact = {g.input}  # nodes whose every element has its CROWN (or exact) bound
     for name in g.batched_order[1:]:
-        try:
-            bounds[name] = cur = ctx.op(name).interval(*ctx.inputs(name, bounds))
-        except DomainError as e:
-            raise ctx.named(e, name) from None
+        bounds[name] = cur = ctx.interval(name, bounds)
         if name not in need:
             continue
         if _image_of_refined(ctx, name, exact):

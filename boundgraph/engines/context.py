@@ -24,9 +24,17 @@ class Context:
     def op(self, name):
         return self.ops.get(name) or self.graph.nodes[name].op
 
-    def named(self, error: DomainError, name: str) -> DomainError:
-        """``error`` (raised by node ``name``'s rule) naming the node and its line of code."""
-        return error.at(name, self.graph.nodes[name].source)
+    def interval(self, name: str, bounds: dict[str, Interval | None]) -> Interval:
+        """Node ``name``'s IBP rule on its inputs' current bounds."""
+        return self.rule(name, self.op(name).interval, *self.inputs(name, bounds))
+
+    def rule(self, name: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, one of node ``name``'s rules; a :class:`DomainError` it
+        raises comes out naming the node and its line of code."""
+        try:
+            return fn(*args, **kwargs)
+        except DomainError as e:
+            raise e.at(name, self.graph.nodes[name].source) from None
 
     def opts_for(self, name: str) -> dict:
         """Options for node ``name``'s rules: the shared ones plus its own kink slopes."""

@@ -2,7 +2,6 @@
 each op's ``interval`` rule."""
 from __future__ import annotations
 
-from ..errors import DomainError
 from ..ops.base import Interval
 from .context import Context
 
@@ -19,10 +18,7 @@ def interval_pass(ctx: Context, bounds: dict[str, Interval] | None = None,
     bounds.setdefault(g.input, ctx.box)
     for name in g.batched_order:
         if name not in bounds:
-            try:
-                bounds[name] = ctx.op(name).interval(*ctx.inputs(name, bounds))
-            except DomainError as e:
-                raise ctx.named(e, name) from None
+            bounds[name] = ctx.interval(name, bounds)
         if name == until:
             break
     return bounds

@@ -38,6 +38,7 @@ cannot follow (it follows the batch axis anywhere as a dim of its own, not merge
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import types
 import warnings
@@ -74,7 +75,7 @@ def _var(x, dims, correction, keepdim):
     xc = _centered(x, dims)
     v = (xc * xc).mean(dims, keepdim=keepdim)
     if correction:
-        v = v * (n / max(n - correction, 0)) if n > correction else v * math.inf
+        v = v * (n / (n - correction)) if n > correction else v * math.inf
     return v
 
 
@@ -379,13 +380,9 @@ def decomposition(node: fx.Node, depends, ruled: bool = False):
     return (table[op] if op in table else None), None
 
 
-_TABLE = []
-
-
+@functools.cache
 def _torch_table():
-    if not _TABLE:
-        _TABLE.append(torch.export.default_decompositions())
-    return _TABLE[0]
+    return torch.export.default_decompositions()
 
 
 def decompose(ep, has_rule: Callable[[str], bool], dependence: Callable, rounds: int = 8):

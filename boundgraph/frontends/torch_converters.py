@@ -224,21 +224,6 @@ def _is_softmax_rows(v) -> bool:
     return ndim > 0 and isinstance(v.args[1], int) and v.args[1] % ndim == ndim - 1
 
 
-def _extreme(cls):
-    def conv(a, node):
-        dims = a["dim"]
-        dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
-        if not dims:
-            raise Unsupported("reductions over all dimensions include the batch")
-        return getattr(O, cls)([_sample_dim(a["self"], d) for d in dims], a["keepdim"]), \
-            [a["self"]]
-    return conv
-
-
-register_op("aten.amax.default", _extreme("Amax"))
-register_op("aten.amin.default", _extreme("Amin"))
-register_op("aten.max.dim", _extreme("Amax"))  # its values; see _getitem
-register_op("aten.min.dim", _extreme("Amin"))
 
 
 @register_op("aten.embedding.default")
@@ -250,20 +235,18 @@ def _embedding(a, node):
 
 
 # softmax
-@register_op("aten.softmax.int")
-@register_op("aten._softmax.default")
-def _softmax(a, node):
-    if a.get("dtype") is not None or a.get("half_to_float"):
-        raise Unsupported("softmax with a dtype argument")
-    return O.Softmax(_sample_dim(a["self"], a["dim"])), [a["self"]]
+def _softmax(cls):
+    def conv(a, node):
+        if a.get("dtype") is not None or a.get("half_to_float"):
+            raise Unsupported(f"{cls.kind} with a dtype argument")
+        return cls(_sample_dim(a["self"], a["dim"])), [a["self"]]
+    return conv
 
 
-@register_op("aten.log_softmax.int")
-@register_op("aten._log_softmax.default")
-def _log_softmax(a, node):
-    if a.get("dtype") is not None or a.get("half_to_float"):
-        raise Unsupported("log_softmax with a dtype argument")
-    return O.LogSoftmax(_sample_dim(a["self"], a["dim"])), [a["self"]]
+for _n in ("aten.softmax.int", "aten._softmax.default"):
+    register_op(_n, _softmax(O.Softmax))
+for _n in ("aten.log_softmax.int", "aten._log_softmax.default"):
+    register_op(_n, _softmax(O.LogSoftmax))
 
 
 # pooling and reductions
@@ -299,6 +282,10 @@ def _reduce(cls):
 
 register_op("aten.mean.dim", _reduce(O.Mean))
 register_op("aten.sum.dim_IntList", _reduce(O.Sum))
+register_op("aten.amax.default", _reduce(O.Amax))
+register_op("aten.amin.default", _reduce(O.Amin))
+register_op("aten.max.dim", _reduce(O.Amax))  # its values; see _getitem
+register_op("aten.min.dim", _reduce(O.Amin))
 
 
 @register_op("aten.mean.default")

@@ -155,6 +155,8 @@ class _Curved(Elementwise):
     domain ``check(l, u)``; the interval is ``f`` at the ends (monotone pieces) unless
     ``_range`` is overridden."""
 
+    exact_interval = True  # ``_range`` is the exact range of ``f`` on ``[l, u]``
+
     def f(self, x):
         return self.forward(x)
 
@@ -208,8 +210,6 @@ class Exp(_Curved):
     2018; the midpoint is the tangent of least area, module docstring). Raises
     :class:`DomainError` when ``exp(u)`` overflows the input's dtype."""
 
-    exact_interval = True
-
     kind = "exp"
 
     def forward(self, x):
@@ -227,8 +227,6 @@ class Exp(_Curved):
 class Log(_Curved):
     """``log(x)`` for ``x > 0``: concave increasing; chord below, midpoint tangent above
     (CROWN). ``l <= 0`` raises :class:`DomainError`."""
-
-    exact_interval = True
 
     kind = "log"
 
@@ -250,8 +248,6 @@ class Reciprocal(_Curved):
     concave for ``x < 0`` (mirrored). Interval ``(1/u, 1/l)``; an interval containing 0 raises
     :class:`DomainError`."""
 
-    exact_interval = True
-
     kind = "reciprocal"
 
     def forward(self, x):
@@ -272,8 +268,6 @@ class Sqrt(_Curved):
     (CROWN). ``l = 0`` is allowed (the tangent is never taken at 0); ``l < 0`` raises
     :class:`DomainError`."""
 
-    exact_interval = True
-
     kind = "sqrt"
     zero_edge = True
 
@@ -293,8 +287,6 @@ class Sqrt(_Curved):
 class Rsqrt(_Curved):
     """``1 / sqrt(x)`` for ``x > 0``: convex decreasing; chord above, midpoint tangent below
     (CROWN). ``l <= 0`` raises :class:`DomainError`."""
-
-    exact_interval = True
 
     kind = "rsqrt"
 
