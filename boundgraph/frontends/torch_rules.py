@@ -64,7 +64,7 @@ def register_op(target, factory: Factory | None = None):
         bg.register_op("aten.expm1.default", lambda args, node: (Expm1(), [args["self"]]))
 
     (A rule used in earnest must also be sound in floating point, e.g. for ``u - l`` near 0;
-    see :mod:`boundgraph.ops.activations` for how the built-in rules do it.)
+    see :mod:`boundgraph.ops.smooth_activations` for how the built-in rules do it.)
     """
     name = target if isinstance(target, str) else str(target)
 

@@ -5,8 +5,9 @@ family      ops
 =========== ===============================================================================
 affine      linear, conv2d, batchnorm, avgpool2d (affine.py); conv1d, conv_transpose (1-d
             and 2-d), upsample (nearest, bilinear) (affine_more.py)
-activation  relu, leaky_relu, abs, clamp (hardtanh, relu6, clip), sigmoid, tanh, softplus,
-            gelu (erf and tanh forms), silu, elu (and selu)
+activation  relu, leaky_relu, abs, clamp (hardtanh, relu6, clip) (activations.py); sigmoid,
+            tanh, softplus, gelu (erf and tanh forms), silu, elu (and selu)
+            (smooth_activations.py)
 elementwise exp, log, reciprocal, sqrt, rsqrt, pow (any constant exponent), sin, cos, erf
 arithmetic  add, sub, mul (constant factor, or two bounded factors by McCormick), div (by a
             constant; by a bounded tensor it traces to a product with its reciprocal), neg,
@@ -36,8 +37,7 @@ converter for the aten op with :func:`boundgraph.register_op` (documented in
 
     bg.register_op("aten.expm1.default", lambda args, node: (Expm1(), [args["self"]]))
 """
-from .activations import (ELU, GELU, Abs, Clamp, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus,
-                          Tanh)
+from .activations import Abs, Clamp, LeakyReLU, ReLU
 from .affine import AvgPool2d, BatchNorm, Conv2d, Linear
 from .affine_more import Conv1d, ConvTranspose, Upsample
 from .arithmetic import Add, Div, Mul, Neg, Square, Sub
@@ -48,6 +48,7 @@ from .normalization import Center, LogSoftmax, Softmax
 from .pooling import AdaptiveAvgPool2d, MaxPool2d
 from .shape import (Cat, Expand, Flip, Identity, IndexSelect, Mean, Pad, Permute, Reshape,
                     Select, Slice, Stack, Sum)
+from .smooth_activations import ELU, GELU, Sigmoid, SiLU, Softplus, Tanh
 
 OPS: dict[str, type] = {cls.kind: cls for cls in (
     Linear, Conv2d, BatchNorm, AvgPool2d, Conv1d, ConvTranspose, Upsample, Center,

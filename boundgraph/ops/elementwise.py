@@ -1,8 +1,9 @@
 """Smooth elementwise math functions: exp, log, reciprocal, sqrt, rsqrt, pow, sin, cos, erf.
 
-As for the smooth activations (:mod:`boundgraph.ops.activations`), every ``relax`` returns lines
-``aL*x + bL <= f(x) <= aU*x + bU`` valid for *all* ``x`` in ``[l, u]``, computed in float64 and
-widened by a rounding margin when cast back (``_finish``), and ``interval`` is the exact range.
+As for the smooth activations (:mod:`boundgraph.ops.smooth_activations`), every ``relax``
+returns lines ``aL*x + bL <= f(x) <= aU*x + bU`` valid for *all* ``x`` in ``[l, u]``, computed
+in float64 and widened by a rounding margin when cast back (``_finish``), and ``interval`` is
+the exact range.
 
 Convex or concave pieces (exp, log, reciprocal, sqrt, rsqrt, pow away from an inflection) use
 the tangent/chord relaxation of CROWN (Zhang et al. 2018): on a convex stretch the chord is
@@ -52,8 +53,8 @@ import math
 import torch
 
 from ..errors import DomainError
-from .activations import _NARROW, _SShaped, _extremes, _finish
 from .base import Elementwise, Interval
+from .smooth_activations import _NARROW, _SShaped, _extremes, _finish
 
 
 # --------------------------------------------------------------------------- shared numerics
