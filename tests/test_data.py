@@ -302,13 +302,13 @@ def test_csv_with_wrong_columns_is_rejected(tmp_path):
     ("cifar10-test100", (100, 3, 32, 32), 3),
 ])
 def test_shared_test100_csvs_load(no_default_data, name, shape, first_label):
-    ds = load_dataset(name, "test")  # found next to the repository, in ../shared/data
+    ds = load_dataset(name, "test", root=SHARED_DATA)
     images, labels = ds.tensors
     assert images.shape == shape and labels.shape == (100,)
     assert labels[0].item() == first_label
     assert 0.0 <= images.min() and images.max() <= 1.0
     with pytest.raises(ValueError, match="only has a 'test' split"):
-        load_dataset(name, "train")
+        load_dataset(name, "train", root=SHARED_DATA)
 
 
 def test_missing_csv_raises_not_found(tmp_path):
