@@ -1,9 +1,9 @@
-"""Projected gradient descent (Madry et al. 2018) inside a box.
+"""Projected gradient descent (Madry et al. 2018) inside a box, or an l1 / l2 ball within one.
 
 One generic routine, :func:`pgd_minimize`, minimises any differentiable per-example objective
-over an input box with random restarts; :func:`pgd_margin_attack` uses it to look for
-misclassified points (the PGD error of training reports) and the verifier uses it to look for
-counterexamples to a property.
+over an input box (optionally intersected with an l-p ball) with random restarts;
+:func:`pgd_margin_attack` uses it to look for misclassified points (the PGD error of training
+reports) and the verifier uses it to look for counterexamples to a property.
 """
 from __future__ import annotations
 
@@ -15,14 +15,22 @@ import torch
 def pgd_minimize(objective: Callable[[torch.Tensor], torch.Tensor], lower: torch.Tensor,
                  upper: torch.Tensor, steps: int = 20, restarts: int = 1,
                  step_size: float | torch.Tensor | None = None, start: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, ball: tuple | None = None):
     """Minimise ``objective(x)`` (shape ``(B,)``) over the box ``[lower, upper]`` (``(B, ...)``).
 
     Signed-gradient steps projected onto the box; the first restart starts from ``start`` (or
     the box center), later ones from uniform points. Returns ``(x_best, value_best)``: the best
     point found for every example and its objective. Runs with gradients enabled on the input
     only; model parameters receive no gradient.
+
+    ``ball = (center, eps, p)`` (``p`` 1 or 2, ``eps`` a number or a tensor scaling each
+    coordinate) restricts the search to the ball within the box: steps follow the gradient
+    scaled to unit l2 norm, and each point is projected onto the ball, then clipped to the box
+    (which contains the center, so the clip keeps it in the ball).
     """
+    if ball is not None:
+        return _pgd_ball(objective, lower, upper, ball, steps, restarts, step_size, start,
+                         generator)
     if step_size is None:
         step_size = (upper - lower) / 4
     best_x = None
@@ -51,6 +59,74 @@ def pgd_minimize(objective: Callable[[torch.Tensor], torch.Tensor], lower: torch
     return best_x.detach(), best_v.detach()
 
 
+def _pgd_ball(objective, lower, upper, ball, steps, restarts, step_size, start, generator):
+    center, eps, p = ball
+    e = torch.as_tensor(eps, dtype=center.dtype, device=center.device)
+    project = _project_l2 if p == 2 else _project_l1
+    if step_size is None:
+        step_size = 0.5 * float(e.max()) if e.numel() else 0.0
+    best_x = best_v = None
+    with torch.enable_grad():
+        for r in range(max(1, restarts)):
+            if r == 0:
+                x = center.clone() if start is None else start.clone()
+            else:  # a random direction at a random radius
+                d = torch.randn(center.shape, dtype=center.dtype, device=center.device,
+                                generator=generator)
+                rad = torch.rand(center.shape[0], dtype=center.dtype, device=center.device,
+                                 generator=generator)
+                x = center + e * rad.view(-1, *[1] * (d.dim() - 1)) * _unit(d, p)
+            x = torch.clamp(center + e * project((x - center) / _nz(e)), lower, upper)
+            alpha = step_size
+            for i in range(steps):
+                x = x.detach().requires_grad_(True)
+                v = objective(x)
+                g, = torch.autograd.grad(v.sum(), x)
+                with torch.no_grad():
+                    best_x, best_v = _keep_best(best_x, best_v, x, v)
+                    z = (x - alpha * _unit(g * e, 2) * e - center) / _nz(e)
+                    x = torch.clamp(center + e * project(z), min=lower, max=upper)
+                if i == steps // 2 or i == (3 * steps) // 4:
+                    alpha = alpha / 2
+            with torch.no_grad():
+                v = objective(x)
+                best_x, best_v = _keep_best(best_x, best_v, x, v)
+    return best_x.detach(), best_v.detach()
+
+
+def _nz(e):
+    """``e`` with zeros made ones (a coordinate of radius 0 never moves, whatever it divides)."""
+    return torch.where(e > 0, e, torch.ones_like(e))
+
+
+def _unit(d, p):
+    """Each example's ``d`` scaled to unit l-``p`` norm (``p`` 1 or 2; zero stays zero)."""
+    n = torch.linalg.vector_norm(d.flatten(1), p, dim=1).clamp_min(1e-30)
+    return d / n.view(-1, *[1] * (d.dim() - 1))
+
+
+def _project_l2(z):
+    """Each example of ``z`` projected onto the unit l2 ball."""
+    n = torch.linalg.vector_norm(z.flatten(1), 2, dim=1).clamp_min(1.0)
+    return z / n.view(-1, *[1] * (z.dim() - 1))
+
+
+def _project_l1(z):
+    """Each example of ``z`` projected onto the unit l1 ball (Duchi et al. 2008: soft
+    thresholding at the level that leaves l1 norm one)."""
+    flat = z.flatten(1)
+    a = flat.abs()
+    inside = a.sum(1) <= 1.0
+    srt, _ = a.sort(1, descending=True)
+    css = srt.cumsum(1) - 1.0
+    k = torch.arange(1, a.shape[1] + 1, dtype=a.dtype, device=a.device)
+    rho = ((srt - css / k) > 0).sum(1).clamp_min(1)
+    theta = css.gather(1, (rho - 1).unsqueeze(1)) / rho.unsqueeze(1).to(a.dtype)
+    out = flat.sign() * (a - theta).clamp_min(0.0)
+    out = torch.where(inside.unsqueeze(1), flat, out)
+    return out.view_as(z)
+
+
 def _keep_best(bx, bv, x, v):
     v = v.detach()
     if bx is None:
@@ -60,8 +136,10 @@ def _keep_best(bx, bv, x, v):
     return torch.where(better.view(shape), x.detach(), bx), torch.where(better, v, bv)
 
 
-def pgd_margin_attack(model, x, y, lower, upper, steps=20, restarts=1, generator=None):
-    """Look for misclassified points in the box: minimise ``f_y - max_{j != y} f_j``.
+def pgd_margin_attack(model, x, y, lower, upper, steps=20, restarts=1, generator=None,
+                      ball=None):
+    """Look for misclassified points in the box (within ``ball = (x, eps, p)`` as in
+    :func:`pgd_minimize`, if given): minimise ``f_y - max_{j != y} f_j``.
 
     Returns a boolean tensor ``(B,)``: True where an attack point is misclassified (or the clean
     point already is).
@@ -74,5 +152,5 @@ def pgd_margin_attack(model, x, y, lower, upper, steps=20, restarts=1, generator
         return true - other
 
     _, v = pgd_minimize(objective, lower, upper, steps=steps, restarts=restarts,
-                        start=x, generator=generator)
+                        start=x, generator=generator, ball=ball)
     return v <= 0

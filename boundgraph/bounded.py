@@ -15,7 +15,7 @@ from .errors import InputError
 from .graph import BoundGraph
 from .ops.activations import RELU_LOWER
 from .ops.base import Interval
-from .perturbation import Perturbation, all_finite
+from .perturbation import Perturbation, all_finite, exact_set
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
@@ -28,9 +28,14 @@ class BoundedModule(nn.Module):
     ``model(x)``; :meth:`compute_bounds` bounds the output (or ``C @ output``) over a
     perturbation set. Parameters are the model's own (``bm.parameters()`` yields them, and
     optimiser steps on them are seen by the next bound computation).
+
+    A model of several tensor arguments is traced from a tuple of examples,
+    ``BoundedModule(model, (x1, x2))``; then ``bm(x1, x2)`` is its forward pass and
+    :meth:`compute_bounds` takes the tuple and one perturbation per input that moves (the
+    others stay exact).
     """
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None, *,
+    def __init__(self, model: nn.Module, example_input=None, *,
                  graph: BoundGraph | None = None):
         super().__init__()
         self.model = model
@@ -42,19 +47,70 @@ class BoundedModule(nn.Module):
         self.graph = graph
 
     # ------------------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self.graph.forward(x, self.model)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        xs = self._check_inputs(xs[0] if len(xs) == 1 else xs)
+        return self.graph.forward(xs, self.model)
 
     def _check_input(self, x):
-        if not torch.is_tensor(x):
-            raise InputError(f"expected a tensor input, got {type(x).__name__}")
-        shape = self.graph.input_shape
-        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise InputError(f"expected input of shape (B, {', '.join(map(str, shape))}), got "
-                             f"{tuple(x.shape)}")
-        if not all_finite(x):
-            raise InputError("the input contains NaN or infinite values")
+        self._check_inputs(x)
+
+    def _check_inputs(self, x) -> tuple[torch.Tensor, ...]:
+        """The model's inputs as a tuple, each checked (shape, finite values, one batch)."""
+        g = self.graph
+        xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        if len(xs) != len(g.inputs):
+            raise InputError(f"the model takes {len(g.inputs)} input(s) "
+                             f"({', '.join(g.input_names)}), got {len(xs)}")
+        for name, v, shape in zip(g.input_names, xs, g.input_shapes):
+            what = "input" if len(xs) == 1 else f"input {name!r}"
+            if not torch.is_tensor(v):
+                raise InputError(f"expected a tensor {what}, got {type(v).__name__}")
+            if v.dim() != len(shape) + 1 or tuple(v.shape[1:]) != shape:
+                raise InputError(f"expected {what} of shape (B, {', '.join(map(str, shape))}), "
+                                 f"got {tuple(v.shape)}")
+            if not all_finite(v):
+                raise InputError(f"the {what} contains NaN or infinite values")
+        if len({v.shape[0] for v in xs}) > 1:
+            raise InputError("the inputs have different batch sizes: "
+                             f"{[v.shape[0] for v in xs]}")
+        return xs
+
+    def _perturbations(self, perturbation) -> dict[str, Perturbation | None]:
+        """``{input node: its perturbation or None}`` from one perturbation (a one-input
+        model), a sequence with one entry per input, or a dict keyed by argument position or
+        name (inputs left out are exact)."""
+        g = self.graph
+        hint = ("a boundgraph.LpBall, LinfBall or Box" if len(g.inputs) == 1 else
+                "a dict {input index or name: boundgraph.LpBall / LinfBall / Box or None}")
+        if isinstance(perturbation, Perturbation):
+            if len(g.inputs) > 1:
+                raise InputError(f"the model has {len(g.inputs)} inputs "
+                                 f"({', '.join(g.input_names)}): say which one(s) the "
+                                 f"perturbation moves with {hint}")
+            return {g.input: perturbation}
+        if isinstance(perturbation, (tuple, list)):
+            if len(perturbation) != len(g.inputs):
+                raise InputError(f"{len(perturbation)} perturbations for a model of "
+                                 f"{len(g.inputs)} inputs")
+            perturbation = dict(enumerate(perturbation))
+        if not isinstance(perturbation, dict):
+            raise InputError(f"perturbation must be {hint}, got {type(perturbation).__name__}")
+        out: dict[str, Perturbation | None] = {name: None for name in g.inputs}
+        names = dict(zip(g.input_names, g.inputs))
+        for key, p in perturbation.items():
+            if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(g.inputs):
+                node = g.inputs[key]
+            elif key in names:
+                node = names[key]
+            else:
+                raise InputError(f"the model has no input {key!r}; its inputs are "
+                                 + ", ".join(f"{i} ({n!r})" for i, n in enumerate(g.input_names)))
+            if p is not None and not isinstance(p, Perturbation):
+                raise InputError(f"the perturbation of input {key!r} must be a "
+                                 f"boundgraph.LpBall, LinfBall or Box (or None), got "
+                                 f"{type(p).__name__}")
+            out[node] = p
+        return out
 
     # ------------------------------------------------------------------------------ bounds
     def compute_bounds(self, x: torch.Tensor, perturbation: Perturbation, method: str = "ibp",
@@ -68,9 +124,12 @@ class BoundedModule(nn.Module):
         Parameters
         ----------
         x:
-            clean input ``(B, *input_shape)``.
+            clean input ``(B, *input_shape)``; a tuple of them for a model of several inputs.
         perturbation:
-            :class:`~boundgraph.LinfBall` or :class:`~boundgraph.Box`.
+            :class:`~boundgraph.LpBall` (l1, l2 or l-inf), :class:`~boundgraph.LinfBall` or
+            :class:`~boundgraph.Box`. For a model of several inputs, a dict
+            ``{argument index or name: perturbation or None}`` (or a sequence with one entry
+            per input); inputs it leaves out, or maps to ``None``, are held exact.
         method:
             ``"ibp"`` (interval bound propagation), ``"crown-ibp"`` (CROWN backward pass from
             the output with IBP intermediate bounds), ``"crown"`` (every intermediate bound
@@ -128,16 +187,15 @@ class BoundedModule(nn.Module):
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if relu_lower not in RELU_LOWER:
             raise InputError(f"relu_lower must be one of {RELU_LOWER}, got {relu_lower!r}")
-        if not isinstance(perturbation, Perturbation):
-            raise InputError("perturbation must be a boundgraph.LinfBall or boundgraph.Box, "
-                             f"got {type(perturbation).__name__}")
+        perts = self._perturbations(perturbation)
         if not (bound_lower or bound_upper):
             raise InputError("at least one of bound_lower and bound_upper must be true")
         if isinstance(alpha_steps, bool) or not isinstance(alpha_steps, int) or alpha_steps < 0:
             raise InputError(f"alpha_steps must be an integer >= 0, got {alpha_steps!r}")
         if alpha_time_limit is not None and not (alpha_time_limit >= 0):
             raise InputError(f"alpha_time_limit must be >= 0 seconds, got {alpha_time_limit!r}")
-        self._check_input(x)
+        xs = self._check_inputs(x)
+        x = xs[0]
         out_shape = self.graph.output_shape
         K = math.prod(out_shape)
         B = x.shape[0]
@@ -146,12 +204,12 @@ class BoundedModule(nn.Module):
         opts = dict(relu_lower=relu_lower, max_elements=max_elements)
         reuse = None
         if intervals is not None and method in ("ibp", "crown-ibp"):
-            intervals = self._check_intervals(intervals, x)
+            intervals = self._check_intervals(intervals, xs)
             reuse = getattr(intervals, "context", None)
         # the context of the call that computed the intervals (same input and perturbation,
         # as the intervals themselves require) saves rebuilding it
         ctx = replace(reuse, opts=opts) if reuse is not None else \
-            self._context(x, perturbation, opts)
+            self._context(xs, perts, opts)
         A = spec.view(spec.shape[0], spec.shape[1], *out_shape) if spec is not None else \
             torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
         if method == "alpha-crown":
@@ -185,23 +243,21 @@ class BoundedModule(nn.Module):
             return lb, ub
         return lb, ub, bounds if isinstance(bounds, Intervals) else Intervals(bounds, ctx)
 
-    def interval_bounds(self, x: torch.Tensor, perturbation: Perturbation
-                        ) -> dict[str, Interval]:
+    def interval_bounds(self, x, perturbation) -> dict[str, Interval]:
         """IBP intervals of every batched node of the graph over the perturbation set.
 
         Returns ``{node name: Interval(lower, upper)}`` (each ``(B, *node_shape)``), the input
         node's entry being the input box itself. The intervals are differentiable with respect
         to the model's parameters; BatchNorm layers in training mode use the clean batch's
         statistics, as in :meth:`compute_bounds`. Pre-activation nodes of a ReLU network are
-        the inputs of the nodes whose ``op.kind == "relu"`` (see ``bm.graph``).
+        the inputs of the nodes whose ``op.kind == "relu"`` (see ``bm.graph``). ``x`` and
+        ``perturbation`` are as in :meth:`compute_bounds`.
         """
-        if not isinstance(perturbation, Perturbation):
-            raise InputError("perturbation must be a boundgraph.LinfBall or boundgraph.Box, "
-                             f"got {type(perturbation).__name__}")
-        self._check_input(x)
-        return interval_pass(self._context(x, perturbation, {}))
+        perts = self._perturbations(perturbation)
+        xs = self._check_inputs(x)
+        return interval_pass(self._context(xs, perts, {}))
 
-    def _check_intervals(self, intervals, x) -> dict[str, Interval]:
+    def _check_intervals(self, intervals, xs) -> dict[str, Interval]:
         g = self.graph
         if not isinstance(intervals, dict):
             raise InputError("intervals must be the {node: Interval} dict returned with "
@@ -211,9 +267,10 @@ class BoundedModule(nn.Module):
             raise InputError(f"intervals lack node(s) {', '.join(missing[:5])}; pass the dict "
                              "returned by compute_bounds(..., return_intermediate=True) for this "
                              "model")
-        if tuple(intervals[g.input].lower.shape) != tuple(x.shape):
-            raise InputError(f"intervals were computed for an input of shape "
-                             f"{tuple(intervals[g.input].lower.shape)}, not {tuple(x.shape)}")
+        for name, x in zip(g.inputs, xs):
+            if name in intervals and tuple(intervals[name].lower.shape) != tuple(x.shape):
+                raise InputError(f"intervals were computed for an input of shape "
+                                 f"{tuple(intervals[name].lower.shape)}, not {tuple(x.shape)}")
         return intervals
 
     def _check_spec(self, C, B, K, x):
@@ -230,10 +287,20 @@ class BoundedModule(nn.Module):
         return C.to(dtype=x.dtype, device=x.device)
 
     def _context(self, x, perturbation, opts) -> Context:
+        """The engines' context for inputs ``x`` (a tensor or a tuple of them) and
+        ``perturbation`` (as :meth:`compute_bounds` takes it, or already resolved per input
+        node)."""
         g = self.graph
+        xs = self._check_inputs(x)
+        perts = perturbation
+        if not (isinstance(perts, dict) and set(perts) == set(g.inputs)):
+            perts = self._perturbations(perturbation)
         consts = g.constants(self.model)
-        box = perturbation.box(x)
-        ctx = Context(g, consts, Interval(*box), opts)
+        sets = {}
+        for name, x in zip(g.inputs, xs):
+            p = perts[name]
+            sets[name] = exact_set(x) if p is None else p.input_set(x)
+        ctx = Context(g, consts, sets, opts)
         # ops whose rules depend on the clean pass (BatchNorm with batch statistics)
         wants = {}
         for n in g.op_nodes():
@@ -243,8 +310,8 @@ class BoundedModule(nn.Module):
                     wants[n.name] = n
         if wants:
             env = dict(consts)
-            env[g.input] = x
-            for name in g.batched_order[1:]:
+            env.update(zip(g.inputs, xs))
+            for name in g.batched_ops:
                 n = g.nodes[name]
                 vals = [env[i] for i in n.inputs]
                 op = n.op

@@ -4,7 +4,9 @@ engine walks.
 A :class:`BoundGraph` is a list of :class:`Node` in topological order. There are four node kinds:
 
 ``input``
-    The perturbed input (exactly one per graph). Its ``shape`` is the per-sample shape.
+    An input of the model (one or more per graph, in the order of the model's arguments; the
+    first is ``graph.input``). Its ``shape`` is the per-sample shape, its ``target`` the
+    argument's name.
 ``param``
     A reference to a *live* tensor of the wrapped module: a parameter or buffer named by its
     qualified name (``target="layer1.0.weight"``), or the ``training`` flag of a submodule
@@ -82,8 +84,11 @@ class BoundGraph:
                     raise BoundGraphError(f"node {n.name!r} uses {i!r} before it is defined")
             self.nodes[n.name] = n
         inputs = [n.name for n in nodes if n.kind == "input"]
-        if len(inputs) != 1:
-            raise BoundGraphError(f"a bound graph needs exactly one input node, got {inputs}")
+        if not inputs:
+            raise BoundGraphError("a bound graph needs at least one input node")
+        #: the input nodes, in the order of the model's arguments
+        self.inputs: tuple[str, ...] = tuple(inputs)
+        #: the first input (the only one of most models)
         self.input = inputs[0]
         self.output = output
         self.origin = origin
@@ -91,7 +96,8 @@ class BoundGraph:
         for n in self.nodes.values():
             n.batched = n.kind == "input" or any(self.nodes[i].batched for i in n.inputs)
         if not self.nodes[output].batched:
-            raise BoundGraphError("the model's output does not depend on its input")
+            raise BoundGraphError("the model's output does not depend on its input"
+                                  + ("s" if len(inputs) > 1 else ""))
         self.nx = nx.DiGraph()
         for n in self.nodes.values():
             self.nx.add_node(n.name)
@@ -101,6 +107,8 @@ class BoundGraph:
         keep = nx.ancestors(self.nx, output) | {output}
         self.live = [n for n in self.nodes.values() if n.name in keep]
         self.batched_order = [n.name for n in self.live if n.batched]
+        #: the batched op nodes in topological order (``batched_order`` less the inputs)
+        self.batched_ops = [n for n in self.batched_order if self.nodes[n].kind == "op"]
         self.const_order = [n.name for n in self.live if not n.batched]
         self._ancestors: dict[str, tuple[str, ...]] = {}  # batched_ancestors, per node
         self.consumers: dict[str, list[str]] = {
@@ -129,7 +137,18 @@ class BoundGraph:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Per-example shape of the first input."""
         return tuple(self.nodes[self.input].shape)
+
+    @property
+    def input_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Per-example shapes of every input, in argument order."""
+        return tuple(tuple(self.nodes[i].shape) for i in self.inputs)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The inputs' argument names (the node name where none was recorded)."""
+        return tuple(self.nodes[i].target or i for i in self.inputs)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -149,12 +168,14 @@ class BoundGraph:
                 env[name] = n.op.forward(*[env[i] for i in n.inputs])
         return env
 
-    def forward(self, x: torch.Tensor, module: torch.nn.Module, consts=None,
-                record: bool = False):
-        """Concrete forward pass. Returns the output, or the whole environment if ``record``."""
+    def forward(self, x, module: torch.nn.Module, consts=None, record: bool = False):
+        """Concrete forward pass of input ``x`` (a tuple of tensors, one per input, when there
+        are several). Returns the output, or the whole environment if ``record``."""
         env = dict(self.constants(module) if consts is None else consts)
-        env[self.input] = x
-        for name in self.batched_order[1:]:
+        xs = x if isinstance(x, (tuple, list)) else (x,)
+        for name, v in zip(self.inputs, xs):
+            env[name] = v
+        for name in self.batched_ops:
             n = self.nodes[name]
             env[name] = n.op.forward(*[env[i] for i in n.inputs])
         return env if record else env[self.output]

@@ -2,6 +2,7 @@
 test split.
 
     boundgraph eval runs/mnist-ibp/best.pt --eps 0.1 --json
+    boundgraph eval runs/l2/best.pt --norm 2 --eps 0.5
     boundgraph eval runs/cnn7/best.pt --eps 0.4 --methods ibp,crown-ibp --limit 1000
 
 Full CROWN is slow on large convolutional networks, so it runs on the first ``--crown-limit``
@@ -20,7 +21,9 @@ def register(subparsers) -> None:
         "eval", help="clean / PGD / certified errors of a training checkpoint",
         description="Evaluate a checkpoint written by `boundgraph train` on the test split.")
     p.add_argument("checkpoint", help="a .pt file written by boundgraph train")
-    p.add_argument("--eps", type=float, help="L-inf radius (default: the run's eval eps)")
+    p.add_argument("--eps", type=float, help="radius (default: the run's eval eps)")
+    p.add_argument("--norm", choices=("inf", "2", "1"),
+                   help="norm of the ball (default: the run's, else inf)")
     p.add_argument("--dataset", help="data set (default: the one the model was trained on)")
     p.add_argument("--data-root", metavar="DIR", help="folder with the data files")
     p.add_argument("--split", default="test", help="test (default) or train")
@@ -77,7 +80,8 @@ def run(args) -> int:
                           batch_size=args.batch_size, pgd_steps=args.pgd_steps,
                           pgd_restarts=args.pgd_restarts, crown_limit=crown_limit,
                           domain=tuple(cfg.get("domain", (0.0, 1.0))), device=device,
-                          seed=args.seed, progress=not args.quiet and not args.json)
+                          seed=args.seed, progress=not args.quiet and not args.json,
+                          norm=args.norm or cfg.get("norm", "inf"))
     report = {"checkpoint": str(args.checkpoint), "model": cfg.get("model"),
               "method": cfg.get("method"), "dataset": dataset, "split": args.split,
               "epoch": ckpt.epoch, **report}
@@ -101,7 +105,8 @@ def format_report(r: dict) -> str:
         return "  n/a" if v is None else f"{100 * v:6.2f}%"
 
     lines = [f"{r.get('model') or 'model'} ({r.get('method')}), {r.get('dataset')} "
-             f"{r.get('split', 'test')}: {r['num_examples']} examples, eps {r['eps']:g}",
+             f"{r.get('split', 'test')}: {r['num_examples']} examples, eps {r['eps']:g}"
+             + ("" if r.get("norm", "inf") == "inf" else f" (l{r['norm']} ball)"),
              f"  clean error              {pct(r['clean_error'])}",
              f"  PGD error                {pct(r['pgd_error'])}"
              + (f"   ({r['pgd']['steps']} steps, {r['pgd']['restarts']} restart(s))"

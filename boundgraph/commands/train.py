@@ -2,6 +2,7 @@
 
     boundgraph train --model cnn_4layer --dataset mnist --eps 0.1 --method ibp --epochs 10 \\
         --out runs/mnist-ibp
+    boundgraph train --model cnn_4layer --dataset mnist --norm 2 --eps 0.5 --out runs/l2
     boundgraph train --recipe mnist-cnn7 --out runs/mnist-cnn7          # Table 14.1 setting
     boundgraph train --out runs/mnist-ibp --resume                      # continue a killed run
     torchrun --nproc_per_node 2 -m boundgraph train ...                 # data-parallel
@@ -29,8 +30,10 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", metavar="DIR", help="folder with the data files")
     p.add_argument("--method", help="natural, ibp, crown-ibp or improved-ibp (default: the "
                                     "recipe's, else ibp)")
-    p.add_argument("--eps", type=float, help="training perturbation radius (L-inf, in [0, 1] "
-                                             "pixel units)")
+    p.add_argument("--eps", type=float, help="training perturbation radius (in [0, 1] pixel "
+                                             "units)")
+    p.add_argument("--norm", choices=("inf", "2", "1"),
+                   help="norm of the perturbation ball (default: inf)")
     p.add_argument("--eval-eps", type=float, help="validation radius (default: --eps)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--recipe", help="named settings; --list-recipes shows them")
@@ -85,7 +88,7 @@ def run(args) -> int:
                      limit=args.limit, val_limit=args.val_limit, batch_size=args.batch_size,
                      lr=args.lr, warmup_epochs=args.warmup_epochs,
                      eps_ramp_epochs=args.eps_ramp_epochs, pgd_steps=args.pgd_steps,
-                     seed=args.seed, loss_fusion=args.loss_fusion)
+                     seed=args.seed, loss_fusion=args.loss_fusion, norm=args.norm)
     from ..training.config import resolve_config
 
     cfg = resolve_config(args.method, args.recipe, overrides)

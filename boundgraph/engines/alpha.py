@@ -79,7 +79,7 @@ def _kinks(ctx, start, base) -> list[str]:
     out = []
     for name in g.batched_ancestors(start):
         op = ctx.op(name)
-        if name in (g.input, start) or not getattr(op, "kink_slope", False):
+        if name in ctx.sets or name == start or not getattr(op, "kink_slope", False):
             continue
         across = op.refine_mask(0, ctx.inputs(name, base)[0])  # the op's unstable elements
         if across is None or bool(across.any()):
@@ -92,7 +92,7 @@ def _plan(ctx, base) -> dict:
     in ``max_elements``, plus ``_OUT: (None, kink nodes)`` for the output's pass."""
     g = ctx.graph
     budget = int(ctx.opts.get("max_elements", 2 ** 25))
-    B = ctx.box.lower.shape[0]
+    B = ctx.batch
     plan = {}
     for name, consumers in needed_nodes(ctx).items():
         rows = _rows(ctx, name, base[name], consumers)
@@ -106,7 +106,7 @@ def _plan(ctx, base) -> dict:
 
 def _initial_slopes(ctx, base, plan, side, S) -> dict:
     """CROWN's slopes as free tensors: ``{(node, side): {kink node: (B, rows, *shape)}}``."""
-    B = ctx.box.lower.shape[0]
+    B = ctx.batch
     slopes = {}
     for name, (rows, kinks) in plan.items():
         R = S if rows is None else rows.numel()
@@ -128,12 +128,12 @@ def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Ten
     g = ctx.graph
     grad = torch.is_grad_enabled()
     inner = ctx
-    if grad and not intermediate_grad:  # an input box whose cached centre and radius, set
-        inner = replace(ctx, box=Interval(ctx.box.lower, ctx.box.upper))  # without autograd,
-    bounds = {g.input: inner.box}                                         # stay its own
-    try:  # (the output's pass below concretises over the caller's box, with autograd)
+    if grad and not intermediate_grad:  # input boxes whose cached centre and radius, set
+        inner = replace(ctx, sets={k: s.fresh() for k, s in ctx.sets.items()})  # without
+    bounds = inner.input_boxes()                                     # autograd, stay their own
+    try:  # (the output's pass below concretises over the caller's sets, with autograd)
         torch.set_grad_enabled(grad and intermediate_grad)
-        for name in g.batched_order[1:]:
+        for name in g.batched_ops:
             cur = ctx.interval(name, bounds)
             b = base[name]  # CROWN's (or IBP's) bound of the node: keep the tighter side
             cur = Interval(torch.maximum(cur.lower, b.lower), torch.minimum(cur.upper, b.upper))

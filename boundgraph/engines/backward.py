@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
 
 import torch
 
 from ..ops.base import Interval, Op, concretize
 from .context import Context
-from .interval import interval_pass
 
 
 def _add(a, b):
@@ -151,8 +149,13 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
         if la is None and ua is None:
             continue
         node = g.nodes[name]
-        if name == g.input or name in stop_at:
-            box = ctx.box if name == g.input else bounds[name]
+        if name in ctx.sets:  # an input: its own set (at least as tight as its box)
+            cl, cu = ctx.sets[name].concretize(la, ua, org)
+            lb = _add(lb, cl) if lb is not None else None
+            ub = _add(ub, cu) if ub is not None else None
+            continue
+        if name in stop_at:
+            box = bounds[name]
             if org is not None:
                 size = _size(la, ua)
                 box = Interval(_crop(box.lower, org, size), _crop(box.upper, org, size))
@@ -179,7 +182,7 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
                 continue
             coeffs[inp] = _merge(coeffs.get(inp), (pair[0], pair[1], new_origin),
                                  g.nodes[inp].shape)
-    B = ctx.box.lower.shape[0]
+    B = ctx.batch
     fix = lambda t: None if t is None else (t.expand(B, -1) if t.shape[0] != B else t)  # noqa
     return fix(lb), fix(ub)
 
@@ -194,7 +197,7 @@ def needed_nodes(ctx: Context) -> dict[str, list[tuple[str, int]]]:
             continue
         op = ctx.op(name)
         for i, inp in enumerate(node.inputs):
-            if g.nodes[inp].batched and inp != g.input and op.needs_bounds(i):
+            if g.nodes[inp].batched and inp not in ctx.sets and op.needs_bounds(i):
                 need.setdefault(inp, []).append((name, i))
     return need
 
@@ -211,9 +214,9 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
     g = ctx.graph
     need = needed_nodes(ctx)
     budget = int(ctx.opts.get("max_elements", 2 ** 25))
-    bounds: dict[str, Interval] = {g.input: ctx.box}
-    exact = {g.input}  # nodes whose every element has its CROWN (or exact) bound
-    for name in g.batched_order[1:]:
+    bounds: dict[str, Interval] = ctx.input_boxes()
+    exact = set(bounds)  # nodes whose every element has its CROWN (or exact) bound
+    for name in g.batched_ops:
         bounds[name] = cur = ctx.interval(name, bounds)
         if name not in need:
             continue
@@ -230,6 +233,11 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
         bounds[name] = Interval(torch.maximum(cur.lower, ref.lower),
                                 torch.minimum(cur.upper, ref.upper))
     return bounds
+
+
+def refine(ctx: Context, name: str, bounds: dict[str, Interval]) -> Interval:
+    """CROWN bounds of every neuron of node ``name`` intersected with ``bounds[name]``."""
+    return _refine(ctx, name, [], bounds, int(ctx.opts.get("max_elements", 2 ** 25)))
 
 
 def _image_of_refined(ctx, name, exact) -> bool:
@@ -281,7 +289,7 @@ def _refine(ctx, name, consumers, bounds, budget) -> Interval:
         return cur
     widest = max(math.prod(g.nodes[a].shape) for a in g.batched_ancestors(name))
     if B > 1 and B * rows.numel() * widest > _SPLIT_CHUNKS * budget:
-        parts = [_refine(_example(ctx, b), name, consumers,
+        parts = [_refine(ctx.example(b), name, consumers,
                          {k: Interval(v.lower[b:b + 1], v.upper[b:b + 1])
                           for k, v in bounds.items() if v is not None}, budget)
                  for b in range(B)]
@@ -324,12 +332,6 @@ def _refine(ctx, name, consumers, bounds, budget) -> Interval:
 #: many chunks of ``max_elements``: it bounds the memory of a pass by one example's share (on
 #: smaller problems the batch's passes are cheaper, by up to 1.6x measured on cnn_4layer)
 _SPLIT_CHUNKS = 64
-
-
-def _example(ctx: Context, b: int) -> Context:
-    """The context of example ``b`` alone (its input box; constants and ops are shared)."""
-    box = Interval(ctx.box.lower[b:b + 1], ctx.box.upper[b:b + 1])
-    return replace(ctx, box=box)
 
 
 def _flat_rule(ctx: Context, name: str):
@@ -432,11 +434,11 @@ def elided_interval(ctx: Context, bounds: dict[str, Interval], C, lower=True, up
     to the output interval; Gowal et al. 2018)."""
     g = ctx.graph
     stop = frozenset(i for i in g.nodes[g.output].inputs if g.nodes[i].batched)
-    if g.output == g.input:
+    if g.output in ctx.sets:
         stop = frozenset({g.output})
     return backward_pass(ctx, g.output, C if lower else None, C if upper else None, bounds,
                          stop_at=stop)
 
 
 __all__ = ["backward_pass", "crown_intermediate", "output_bounds", "elided_interval",
-           "interval_pass", "needed_nodes"]
+           "needed_nodes", "refine"]

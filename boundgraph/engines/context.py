@@ -1,25 +1,43 @@
 """What every engine needs for one bound computation: the graph, constant values, the ops to
-use (after specialisation to the clean pass) and the input box."""
+use (after specialisation to the clean pass) and the set of each input."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import DomainError
 from ..graph import BoundGraph
 from ..ops.base import Interval
+from ..perturbation import InputSet
 
 
 @dataclass
 class Context:
     graph: BoundGraph
     consts: dict[str, Any]
-    box: Interval  # input set as a box (B, *input_shape)
+    sets: dict[str, InputSet]  # input node -> its set (box (B, *shape), and ball if any)
     opts: dict = field(default_factory=dict)
     ops: dict[str, Any] = field(default_factory=dict)  # node -> op (after bind)
     overrides: dict[str, dict[int, Any]] = field(default_factory=dict)
     #: node -> its op's ``kink_slope`` tensor for backward steps (set by alpha-CROWN)
     slopes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def box(self) -> Interval:
+        """The box of the first input's set."""
+        return self.sets[self.graph.input].box
+
+    @property
+    def batch(self) -> int:
+        return self.sets[self.graph.input].batch
+
+    def input_boxes(self) -> dict[str, Interval]:
+        """``{input node: its box}``, the intervals every pass starts from."""
+        return {name: s.box for name, s in self.sets.items()}
+
+    def example(self, b: int) -> "Context":
+        """The context of example ``b`` alone (its input sets; constants and ops are shared)."""
+        return replace(self, sets={k: s.example(b) for k, s in self.sets.items()})
 
     def op(self, name):
         return self.ops.get(name) or self.graph.nodes[name].op

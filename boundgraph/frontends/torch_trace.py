@@ -164,20 +164,31 @@ def _batch_first_const(v, n_out: int, q: int):
 
 
 # ------------------------------------------------------------------------------- tracing
-def export_module(model: torch.nn.Module, example: torch.Tensor):
-    """``torch.export`` the model in evaluation mode with a dynamic batch dimension."""
+def export_module(model: torch.nn.Module, example):
+    """``torch.export`` the model in evaluation mode with a dynamic batch dimension (the first
+    dimension of ``example``, a tensor or a tuple of tensors, one per argument)."""
     from torch.export import Dim, export
 
-    if example.dim() == 0:
-        raise TraceError("the example input needs a batch dimension")
-    ex = example[:1].expand(2, *example.shape[1:]).clone() if example.shape[0] < 2 else example
+    examples = tuple(example) if isinstance(example, (tuple, list)) else (example,)
+    if not examples:
+        raise TraceError("the example input is empty: give one tensor per model argument")
+    for e in examples:
+        if not torch.is_tensor(e):
+            raise TraceError(f"example inputs must be tensors, got {type(e).__name__}")
+        if e.dim() == 0:
+            raise TraceError("the example input needs a batch dimension")
+    if len({e.shape[0] for e in examples}) > 1:
+        raise TraceError("the example inputs have different batch sizes: "
+                         f"{[e.shape[0] for e in examples]}")
+    ex = tuple(e[:1].expand(2, *e.shape[1:]).clone() if e.shape[0] < 2 else e for e in examples)
+    batch = Dim("batch")
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # nn.LSTM / nn.GRU refresh their flat weight list in forward; export warns
             warnings.filterwarnings("ignore", message="The tensor attributes .*_flat_weights")
-            return export(model, (ex,), dynamic_shapes=({0: Dim("batch")},), strict=False)
+            return export(model, ex, dynamic_shapes=tuple({0: batch} for _ in ex), strict=False)
     except Exception as e:  # noqa: BLE001 - turned into one readable error
         msg = str(e).strip().splitlines()
         head = "\n".join(msg[:6])
@@ -205,8 +216,9 @@ def _input_dependence(ep) -> Callable[[fx.Node], bool]:
     return dep.__contains__
 
 
-def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
-    """Trace ``model`` (batch-first input like ``example``) into a bound graph.
+def trace(model: torch.nn.Module, example) -> BoundGraph:
+    """Trace ``model`` (batch-first input like ``example``, or one per argument when it is a
+    tuple) into a bound graph.
 
     Ops without a rule are first decomposed into ops that have one
     (:mod:`boundgraph.frontends.decompose`)."""
@@ -223,9 +235,6 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
     buffers = dict(sig.inputs_to_buffers)
     lifted = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
     user_inputs = list(sig.user_inputs)
-    if len(user_inputs) != 1:
-        raise TraceError(f"{origin}.forward takes {len(user_inputs)} tensor inputs; "
-                         "bound graphs support models with one input")
 
     nodes: list[Node] = []
     names: dict[fx.Node, str] = {}
@@ -275,7 +284,7 @@ def trace(model: torch.nn.Module, example: torch.Tensor) -> BoundGraph:
                 val = ep.constants[lifted[n.name]]
                 nodes.append(Node(n.name, "const", value=val.detach().clone(), shape=tuple(val.shape)))
             elif n.name in user_inputs:
-                nodes.append(Node(n.name, "input", shape=_sample_shape(n)))
+                nodes.append(Node(n.name, "input", shape=_sample_shape(n), target=n.name))
                 _INPUT_DEPENDENT.add(n)
             else:
                 raise TraceError(f"unexpected graph input {n.name} in {origin}")

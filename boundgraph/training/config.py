@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any, Mapping
 
 from ..errors import InputError
+from ..perturbation import norm_name
 from .losses import METHODS
 from .schedules import TrainingSchedules, schedules_from_config
 
@@ -41,7 +42,8 @@ class TrainConfig:
     validation images per epoch).
 
     Objective: ``method`` (natural, ibp, crown-ibp, improved-ibp), ``eps`` (training target),
-    ``eval_eps`` (validation radius; defaults to ``eps``), ``domain`` (input range, [0, 1]),
+    ``eval_eps`` (validation radius; defaults to ``eps``), ``norm`` (of the perturbation ball:
+    ``"inf"``, the default, ``"2"`` or ``"1"``), ``domain`` (input range, [0, 1]),
     ``kappa_start/end``, ``beta_start/end``, ``reg_lambda``/``reg_tol`` (warm-up regulariser;
     lambda 0 disables it), ``ibp_init``, ``loss_fusion`` (CROWN-IBP only: bound the loss with
     one backward row per example instead of K-1; see
@@ -69,6 +71,7 @@ class TrainConfig:
     method: str = "ibp"
     eps: float = 0.1
     eval_eps: float | None = None
+    norm: str = "inf"
     model: str | None = None
     model_kwargs: dict = field(default_factory=dict)
     normalize: bool = False
@@ -134,6 +137,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        try:
+            self.norm = norm_name(self.norm)
+        except InputError:
+            raise InputError(f"norm must be 1, 2 or inf, got {self.norm!r}") from None
         if self.eval_eps is not None and (not math.isfinite(self.eval_eps) or self.eval_eps < 0):
             raise InputError(f"eval_eps must be >= 0, got {self.eval_eps!r}")
         if self.lr <= 0:

@@ -26,7 +26,7 @@ from ..attack import pgd_margin_attack
 from ..bounded import METHODS as BOUND_METHODS
 from ..bounded import BoundedModule
 from ..errors import InputError
-from ..perturbation import LinfBall
+from ..perturbation import INF, LpBall, norm_name, parse_p
 from ..spec import margin_spec
 
 __all__ = ["evaluate", "dataset_tensors", "count_errors"]
@@ -64,22 +64,24 @@ def dataset_tensors(dataset, limit: int | None = None) -> tuple[torch.Tensor, to
 def count_errors(bm: BoundedModule, x: torch.Tensor, y: torch.Tensor, eps: float,
                  methods: Iterable[str], *, pgd_steps: int = 20, pgd_restarts: int = 1,
                  domain: Sequence[float] = (0.0, 1.0), crown_mask: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> dict[str, int]:
+                 generator: torch.Generator | None = None, p: float = INF) -> dict[str, int]:
     """Error counts of one batch: ``clean``, ``pgd`` (if ``pgd_steps`` > 0) and, per bound
-    method, ``certified_<method>`` (errors = not certified). ``crown_mask`` (bool ``(B,)``)
-    restricts methods ``"crown"`` and ``"alpha-crown"`` to some examples; their counts are
-    then over those only."""
+    method, ``certified_<method>`` (errors = not certified) over the l-``p`` ball of radius
+    ``eps``. ``crown_mask`` (bool ``(B,)``) restricts methods ``"crown"`` and
+    ``"alpha-crown"`` to some examples; their counts are then over those only."""
     logits = bm(x)
     wrong = logits.argmax(1) != y
     out = {"clean": int(wrong.sum())}
-    ptb = LinfBall(float(eps), lower=domain[0], upper=domain[1])
+    ptb = LpBall(float(eps), p, lower=domain[0], upper=domain[1])
     if pgd_steps > 0:
         lo, hi = ptb.box(x)
         if eps == 0:
             out["pgd"] = out["clean"]
         else:
+            ball = None if ptb.p == INF else (x, float(eps), ptb.p)
             attacked = pgd_margin_attack(bm, x, y, lo, hi, steps=pgd_steps,
-                                         restarts=pgd_restarts, generator=generator)
+                                         restarts=pgd_restarts, generator=generator,
+                                         ball=ball)
             out["pgd"] = int((attacked | wrong).sum())
     K = logits.shape[1]
     for method in methods:
@@ -104,7 +106,7 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
              batch_size: int = 256, limit: int | None = None, pgd_steps: int = 20,
              pgd_restarts: int = 1, crown_limit: int | None = 50,
              domain: Sequence[float] = (0.0, 1.0), device: str | torch.device = "cpu",
-             seed: int = 0, progress: bool = True) -> dict:
+             seed: int = 0, progress: bool = True, norm=INF) -> dict:
     """Clean, PGD and certified errors of ``model`` on ``dataset`` at radius ``eps``.
 
     Args:
@@ -112,7 +114,7 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
             put in eval mode (BatchNorm with running statistics).
         dataset: ``TensorDataset`` (or Subset of one, or ``(images, labels)``), images in
             ``domain``.
-        eps: L-inf radius (>= 0).
+        eps: radius (>= 0) of the l-``norm`` ball.
         methods: bound methods among ``"ibp"``, ``"crown-ibp"``, ``"crown"`` (the default
             three) and ``"alpha-crown"``.
         limit: evaluate the first ``limit`` examples only.
@@ -122,9 +124,10 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
             (None: all).
         seed: random restarts of the attack.
         progress: show a tqdm progress bar (on stderr).
+        norm: the ball's norm: 1, 2 or inf (the default; also ``"inf"``).
 
     Returns:
-        A JSON-ready dict: ``eps``, ``num_examples``, ``clean_error``, ``pgd_error``,
+        A JSON-ready dict: ``eps``, ``norm`` (``"1"``, ``"2"`` or ``"inf"``), ``num_examples``, ``clean_error``, ``pgd_error``,
         ``certified_error_ibp``, ``certified_error_crown_ibp``, ``certified_error_crown``,
         ``certified_error_alpha_crown`` (fractions in [0, 1]; None for a method not run), ``num_examples_crown``, ``pgd``
         settings and ``time_s``.
@@ -133,6 +136,7 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
 
     if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
+    p = parse_p(norm)
     methods = list(dict.fromkeys(methods))
     for m in methods:
         if m not in BOUND_METHODS:
@@ -157,7 +161,7 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
     n_crown = 0
     t0 = time.perf_counter()
     try:
-        bar = tqdm(total=len(X), desc=f"evaluate eps={eps:g}", unit="img", disable=not progress,
+        bar = tqdm(total=len(X), desc=f"evaluate eps={eps:g}" + ("" if p == INF else f" (l{int(p)})"), unit="img", disable=not progress,
                    leave=False)
         for start in range(0, len(X), batch_size):
             xb = X[start:start + batch_size].to(device)
@@ -168,7 +172,7 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
                 mask = idx < crown_limit
             counts = count_errors(bm, xb, yb, eps, methods, pgd_steps=pgd_steps,
                                   pgd_restarts=pgd_restarts, domain=domain, crown_mask=mask,
-                                  generator=gen)
+                                  generator=gen, p=p)
             for k, v in counts.items():
                 totals[k] = totals.get(k, 0) + v
             n += len(xb)
@@ -179,6 +183,7 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
         bm.model.train(was_training)
     report = {
         "eps": float(eps),
+        "norm": norm_name(p),
         "num_examples": n,
         "clean_error": totals["clean"] / n,
         "pgd_error": totals["pgd"] / n if "pgd" in totals else None,

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..perturbation import LinfBall
+from ..perturbation import LpBall
 from ..spec import margin_spec
 from .regularizers import warmup_regularizer
 
@@ -91,19 +91,21 @@ def ibp_mix(natural: torch.Tensor, robust: torch.Tensor, kappa: float) -> torch.
     return kappa * natural + (1.0 - kappa) * robust
 
 
-def _setup(bm, x, y, eps, beta, num_classes, lower, upper):
-    """The checked beta, the margin specification and the L-inf ball of a bound call."""
+def _setup(bm, x, y, eps, beta, num_classes, lower, upper, p=math.inf):
+    """The checked beta, the margin specification and the l-p ball of a bound call."""
     beta = float(beta)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
     K = num_classes or math.prod(bm.graph.output_shape)
-    return beta, margin_spec(y, K, dtype=x.dtype), LinfBall(float(eps), lower=lower, upper=upper)
+    return beta, margin_spec(y, K, dtype=x.dtype), LpBall(float(eps), p, lower=lower, upper=upper)
 
 
 def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: float = 0.0,
                   num_classes: int | None = None, lower: float | None = 0.0,
-                  upper: float | None = 1.0, return_intermediate: bool = False):
-    """Margin lower bounds ``(B, K-1)`` over the L-inf ball: (1-beta) m_IBP + beta m_CROWN-IBP.
+                  upper: float | None = 1.0, return_intermediate: bool = False,
+                  p: float = math.inf):
+    """Margin lower bounds ``(B, K-1)`` over the l-``p`` ball (l-inf by default):
+    (1-beta) m_IBP + beta m_CROWN-IBP.
 
     ``beta = 0`` is plain IBP (one forward interval pass); ``beta > 0`` adds the CROWN-IBP
     backward pass on the same intervals (``beta = 1``: the CROWN-IBP bound alone, which is
@@ -111,7 +113,7 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
     ``return_intermediate`` also returns the IBP intervals of every node (``{name: Interval}``)
     for the warm-up regularisers.
     """
-    beta, C, ptb = _setup(bm, x, y, eps, beta, num_classes, lower, upper)
+    beta, C, ptb = _setup(bm, x, y, eps, beta, num_classes, lower, upper, p)
     # one interval pass serves both margins: CROWN-IBP reuses its intervals and set-up
     m_ibp, _, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C, bound_upper=False,
                                             return_intermediate=True)
@@ -130,8 +132,8 @@ def margin_bounds(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: flo
 
 def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: float = 1.0,
                     num_classes: int | None = None, lower: float | None = 0.0,
-                    upper: float | None = 1.0):
-    """Per-example upper bounds ``(B,)`` of the cross-entropy over the L-inf ball by loss
+                    upper: float | None = 1.0, p: float = math.inf):
+    """Per-example upper bounds ``(B,)`` of the cross-entropy over the l-``p`` ball by loss
     fusion (Xu et al. 2020; see the module docstring): one CROWN-IBP backward pass of a single
     row per example instead of K-1.
 
@@ -140,7 +142,7 @@ def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: f
     backward pass. Returns ``(robust, m_ibp)`` with IBP's margin lower bounds ``(B, K-1)``
     (which decide the "certified" count of a training batch).
     """
-    beta, C, ptb = _setup(bm, x, y, eps, beta, num_classes, lower, upper)
+    beta, C, ptb = _setup(bm, x, y, eps, beta, num_classes, lower, upper, p)
     m_lo, m_hi, intervals = bm.compute_bounds(x, ptb, method="ibp", C=C,
                                               return_intermediate=True)
     r_ibp = robust_ce(m_lo, reduction="none")
@@ -191,8 +193,8 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
                    kappa: float = 0.0, beta: float = 0.0, eps_max: float | None = None,
                    reg_lambda: float = 0.5, reg_tol: float = 0.5,
                    lower: float | None = 0.0, upper: float | None = 1.0,
-                   logits: torch.Tensor | None = None, loss_fusion: bool = False
-                   ) -> LossResult:
+                   logits: torch.Tensor | None = None, loss_fusion: bool = False,
+                   p: float = math.inf) -> LossResult:
     """The training loss of one batch for ``method`` (see :data:`METHODS`).
 
     * ``"natural"``: CE(f(x), y).
@@ -210,7 +212,8 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
     carry no gradient). At ``eps = 0`` the bound
     computation is skipped: the margins are then exact and the robust loss equals the natural
     one. The per-example losses average to ``loss`` (before the regulariser), so losses of data
-    shards can be combined by weighting with shard sizes.
+    shards can be combined by weighting with shard sizes. ``p`` (1, 2 or inf, the default)
+    is the norm of the perturbation ball.
     """
     if method not in METHODS:
         raise ValueError(f"unknown training method {method!r}; choose one of "
@@ -240,11 +243,11 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
         margins = torch.einsum("bsk,bk->bs", C, logits)
     elif loss_fusion:
         robust, margins = fused_robust_ce(bm, x, y, eps, beta=beta, num_classes=K, lower=lower,
-                                          upper=upper)
+                                          upper=upper, p=p)
     else:
         out = margin_bounds(bm, x, y, eps, beta=beta if method == "crown-ibp" else 0.0,
                             num_classes=K, lower=lower, upper=upper,
-                            return_intermediate=want_reg)
+                            return_intermediate=want_reg, p=p)
         margins, intervals = out if want_reg else (out, None)
     if robust is None:
         robust = robust_ce(margins, reduction="none")

@@ -47,6 +47,7 @@ from torch.utils.data import DistributedSampler
 
 from ..bounded import BoundedModule
 from ..errors import BoundGraphError, InputError
+from ..perturbation import parse_p
 from .checkpoint import (FORMAT, VERSION, read_checkpoint, rng_state, save_atomic,
                          set_rng_state, write_text_atomic)
 from .config import TrainConfig, build_model, resolve_config
@@ -459,7 +460,8 @@ class _Run:
         res = certified_loss(self.bm, xb, yb, method=cfg.method, eps=s["eps"],
                              kappa=s["kappa"], beta=s["beta"], eps_max=self.eps_max,
                              reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
-                             upper=hi, logits=logits, loss_fusion=cfg.loss_fusion)
+                             upper=hi, logits=logits, loss_fusion=cfg.loss_fusion,
+                             p=parse_p(cfg.norm))
         self.opt.zero_grad(set_to_none=True)
         res.loss.backward()
         if cfg.grad_clip is not None:
@@ -560,7 +562,8 @@ class _Run:
         print(f"epoch {row['epoch']}/{self.cfg.epochs}  eps {row['eps']:.4f}  "
               f"loss {row['loss']:.4f}  val clean {100 * row['val_clean_error']:.2f}%  "
               f"PGD {pgd}  IBP-cert {100 * row['val_certified_error_ibp']:.2f}% "
-              f"(eps {self.val_eps:g})  {self.train_time:.1f}s+{self.eval_time:.1f}s"
+              f"(eps {self.val_eps:g}{_norm_tag(self.cfg.norm)})  "
+              f"{self.train_time:.1f}s+{self.eval_time:.1f}s"
               + ("  *best" if improved else ""), file=sys.stderr, flush=True)
 
     def notify(self, row: dict) -> None:
@@ -609,6 +612,10 @@ def _schedules_record(sched) -> dict:
     return out
 
 
+def _norm_tag(norm: str) -> str:
+    return "" if norm == "inf" else f", l{norm}"
+
+
 @torch.no_grad()
 def _validate(bm, Xv, Yv, eps, cfg: TrainConfig, device, epoch: int, batch: int) -> list:
     """[n, clean wrong, IBP-certified wrong, PGD wrong] on this process's validation shard."""
@@ -621,7 +628,8 @@ def _validate(bm, Xv, Yv, eps, cfg: TrainConfig, device, epoch: int, batch: int)
             xb = Xv[start:start + batch].to(device)
             yb = Yv[start:start + batch].to(device)
             c = count_errors(bm, xb, yb, eps, ["ibp"], pgd_steps=cfg.pgd_steps,
-                             pgd_restarts=cfg.pgd_restarts, domain=cfg.domain, generator=gen)
+                             pgd_restarts=cfg.pgd_restarts, domain=cfg.domain, generator=gen,
+                             p=parse_p(cfg.norm))
             totals[0] += len(xb)
             totals[1] += c["clean"]
             totals[2] += c["certified_ibp"]
