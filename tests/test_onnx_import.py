@@ -414,15 +414,19 @@ def test_unsupported_ops_are_all_listed_in_one_error(tmp_path):
     assert len(info.value.nodes) == 2
 
 
-def test_model_with_two_inputs_is_rejected(tmp_path):
+def test_model_with_two_inputs_imports_with_both(tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["y"])], "g",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 2]),
          helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(InputError, match="exactly one input"):
-        load_onnx(save(model, tmp_path))
+    bm = load_onnx(save(model, tmp_path))
+    assert bm.graph.input_names == ("a", "b")
+    a, b = torch.ones(1, 2), torch.full((1, 2), 2.0)
+    assert torch.equal(bm(a, b), a + b)
+    with pytest.raises(InputError, match="2 input"):
+        bm(a)
 
 
 @pytest.mark.parametrize("sa,sb,want", [

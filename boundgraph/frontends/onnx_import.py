@@ -19,6 +19,12 @@ Batch convention
     the batch size 1 (``Reshape(x, [1, -1])``) become per-sample reshapes. Ops that would mix
     examples (contracting, concatenating or reducing over the batch axis) are rejected.
 
+Inputs
+    Every graph input that is not an initializer becomes an input node of the bound graph, in
+    the file's order, named after it (``Node.target`` is the ONNX name) and read with the batch
+    convention above, each on its own; all share the batch of ``B`` examples and one element
+    type. A file of several inputs so gives a module of several arguments (``bm(x1, x2)``).
+
 Constant folding
     A node whose inputs are all constant (initializers, ``Constant`` nodes, the ``Shape`` of an
     input-dependent tensor, which is known at the nominal batch) is evaluated at import time with
@@ -88,8 +94,13 @@ class OnnxModel(nn.Module):
         self.graph: BoundGraph | None = None
         self.onnx_info: OnnxInfo | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph.forward(x, self)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The bound graph's forward pass: one tensor per ONNX input, in the file's order."""
+        g = self.graph
+        if len(xs) != len(g.inputs):
+            raise InputError(f"the ONNX model takes {len(g.inputs)} input(s) "
+                             f"({', '.join(g.input_names)}), got {len(xs)}")
+        return g.forward(xs[0] if len(xs) == 1 else xs, self)
 
 
 @dataclass
@@ -99,6 +110,11 @@ class OnnxInfo:
     ``input_shape``/``output_shape`` are the ONNX shapes at the nominal batch (symbolic
     dimensions as 1); ``batch_input`` says whether the first input dimension is the batch axis
     (then ``sample_shape`` drops it). ``dynamic_batch`` is true when that dimension is symbolic.
+
+    A file may have several inputs: ``input_names``, ``input_shapes``, ``sample_shapes`` and
+    ``batch_inputs`` list each one's, in the file's order (the order of the bound graph's
+    inputs), and the singular fields describe the first. ``dynamic_batch`` is then true when
+    every input has a symbolic batch dimension.
     """
 
     path: str
@@ -112,7 +128,18 @@ class OnnxInfo:
     dtype: torch.dtype
     opset: int
     model_bytes: bytes = field(repr=False, default=b"")
+    input_names: tuple = ()
+    input_shapes: tuple = ()
+    sample_shapes: tuple = ()
+    batch_inputs: tuple = ()
     _session: Any = field(repr=False, default=None)
+
+    def __post_init__(self):
+        if not self.input_names:  # a one-input record: the lists from the singular fields
+            self.input_names = (self.input_name,)
+            self.input_shapes = (tuple(self.input_shape),)
+            self.sample_shapes = (tuple(self.sample_shape),)
+            self.batch_inputs = (self.batch_input,)
 
     def session(self):
         """An onnxruntime session for the file (created once, on CPU, two threads; see
@@ -125,21 +152,36 @@ class OnnxInfo:
             self._session = cpu_session(self.model_bytes, error)
         return self._session
 
-    def run(self, x) -> np.ndarray:
-        """Outputs of the ONNX model with onnxruntime for per-sample inputs ``x``.
+    def run(self, *xs) -> np.ndarray:
+        """Outputs of the ONNX model with onnxruntime for per-sample inputs ``xs``.
 
-        ``x`` is ``(B, *sample_shape)`` (array or tensor); returns ``(B, n_outputs)``. Examples
-        go one at a time, at the nominal batch of one (the semantics the bound graph has).
+        One array or tensor per ONNX input, in the file's order, each ``(B, *sample_shape)``
+        of its input; returns ``(B, n_outputs)``. Examples go one at a time, at the nominal
+        batch of one (the semantics the bound graph has).
         """
-        x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+        n = len(self.input_names)
+        if len(xs) != n:
+            raise InputError(f"'{self.path}' takes {n} input(s) ({', '.join(self.input_names)}), "
+                             f"got {len(xs)}")
         np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
-        x = x.astype(np_dtype, copy=False)
+        arrays = []
+        for x in xs:
+            x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+            arrays.append(x.astype(np_dtype, copy=False))
+        B = arrays[0].shape[0]
+        if any(a.shape[0] != B for a in arrays):
+            raise InputError(f"the inputs of '{self.path}' have different batch sizes: "
+                             f"{[a.shape[0] for a in arrays]}")
         sess = self.session()
-        B = x.shape[0]
         outs = []
         for i in range(B):
-            xi = x[i].reshape(self.input_shape)
-            outs.append(run_session(sess, xi, self.input_name, self.output_name).reshape(-1))
+            if n == 1:
+                xi = arrays[0][i].reshape(self.input_shape)
+                y = run_session(sess, xi, self.input_name, self.output_name)
+            else:
+                feed = [a[i].reshape(s) for a, s in zip(arrays, self.input_shapes)]
+                y = run_session(sess, feed, self.input_names, self.output_name)
+            outs.append(y.reshape(-1))
         return np.stack(outs, 0)
 
 
@@ -359,7 +401,6 @@ class _Importer:
 
     # -- conversion ----------------------------------------------------------------------------
     def convert(self):
-        import onnx
         from onnx import numpy_helper
 
         g = self.model.graph
@@ -373,46 +414,22 @@ class _Importer:
             dense[flat] = vals
             inits[sp.values.name] = dense.reshape(dims)
         real_inputs = [i for i in g.input if i.name not in inits]
-        if len(real_inputs) != 1:
-            names = [i.name for i in real_inputs]
-            raise InputError(f"ONNX file '{self.path}' has {len(real_inputs)} inputs {names}; "
-                             "bound graphs support models with exactly one input")
+        if not real_inputs:
+            raise InputError(f"ONNX file '{self.path}' has no input (every graph input is an "
+                             "initializer)")
         if len(g.output) != 1:
             raise InputError(f"ONNX file '{self.path}' has {len(g.output)} outputs; bound graphs "
                              "support models with exactly one output")
-        inp = real_inputs[0]
-        tt = inp.type.tensor_type
-        if tt.elem_type not in _FLOAT_TYPES:
-            raise InputError(f"ONNX file '{self.path}': input '{inp.name}' has element type "
-                             f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; only float and "
-                             "double inputs are supported")
-        self.dtype = _FLOAT_TYPES[tt.elem_type]
-        if not tt.HasField("shape"):
-            raise InputError(f"ONNX file '{self.path}': input '{inp.name}' has no shape")
-        dims, dynamic = [], False
-        for k, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(int(d.dim_value))
-            elif k == 0:
-                dims.append(1)
-                dynamic = True
-            else:
-                raise InputError(f"ONNX file '{self.path}': input '{inp.name}' has a symbolic "
-                                 f"dimension {k} ({d.dim_param or '?'}); only the first "
-                                 "(batch) dimension may be symbolic")
-        if not dims:
-            raise InputError(f"ONNX file '{self.path}': input '{inp.name}' is a scalar")
-        batch = _canonical_batch(dims)
-        sample = tuple(dims[1:]) if batch else tuple(dims)
-        in_name = self.unique(inp.name)
-        in_node = Node(in_name, "input", shape=sample)
-        self.nodes.append(in_node)
-        self._by_name[in_name] = in_node
         gen = torch.Generator().manual_seed(0)
-        probe = torch.rand((2, *sample), generator=gen, dtype=torch.float64).to(self.dtype)
-        t_in = _T(node=in_name, sample=sample, batch=batch, probe=probe)
-        self.batched[in_name] = t_in
-        self.tensors[inp.name] = t_in
+        infos = [self.input_node(inp, k, gen) for k, inp in enumerate(real_inputs)]
+        self.info = dict(input_name=real_inputs[0].name, input_shape=infos[0][0],
+                         sample_shape=infos[0][1], batch_input=infos[0][2],
+                         dynamic_batch=all(dyn and batch for _, _, batch, dyn in infos))
+        if len(real_inputs) > 1:
+            self.info.update(input_names=tuple(i.name for i in real_inputs),
+                             input_shapes=tuple(d for d, _, _, _ in infos),
+                             sample_shapes=tuple(s for _, s, _, _ in infos),
+                             batch_inputs=tuple(b for _, _, b, _ in infos))
         for name, v in inits.items():
             self.tensors[name] = _T(value=v)
         self.init_names = set(inits)
@@ -421,8 +438,6 @@ class _Importer:
             for i in n.input:
                 self.consumers[i] = self.consumers.get(i, 0) + 1
         self.graph_outputs = {o.name for o in g.output}
-        self.info = dict(input_name=inp.name, input_shape=tuple(dims), sample_shape=sample,
-                         batch_input=batch, dynamic_batch=dynamic and batch)
 
         for node in _topological(g, set(self.tensors)):
             self.current = node
@@ -438,10 +453,56 @@ class _Importer:
         out = self.tensors[out_name]
         if out.const:
             raise BoundGraphError(f"ONNX file '{self.path}': the output does not depend on "
-                                  "the input")
+                                  "the input" + ("s" if len(real_inputs) > 1 else ""))
         graph = BoundGraph(self.nodes, out.node, origin=os.path.basename(self.path))
         self.info.update(output_name=out_name, output_shape=out.shape)
         return graph
+
+    def input_node(self, inp, k: int, gen: torch.Generator):
+        """The input node for the ONNX graph input ``inp`` (the ``k``-th real one), named after
+        it (``target`` is its ONNX name). Returns ``(ONNX shape at the nominal batch, sample
+        shape, batch first, symbolic first dimension)``."""
+        import onnx
+
+        tt = inp.type.tensor_type
+        if tt.elem_type not in _FLOAT_TYPES:
+            raise InputError(f"ONNX file '{self.path}': input '{inp.name}' has element type "
+                             f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; only float and "
+                             "double inputs are supported")
+        dtype = _FLOAT_TYPES[tt.elem_type]
+        if k == 0:
+            self.dtype = dtype
+        elif dtype != self.dtype:
+            raise InputError(f"ONNX file '{self.path}': input '{inp.name}' is "
+                             f"{str(dtype).replace('torch.', '')} but the first input is "
+                             f"{str(self.dtype).replace('torch.', '')}; the inputs must share "
+                             "one element type")
+        if not tt.HasField("shape"):
+            raise InputError(f"ONNX file '{self.path}': input '{inp.name}' has no shape")
+        dims, dynamic = [], False
+        for j, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif j == 0:
+                dims.append(1)
+                dynamic = True
+            else:
+                raise InputError(f"ONNX file '{self.path}': input '{inp.name}' has a symbolic "
+                                 f"dimension {j} ({d.dim_param or '?'}); only the first "
+                                 "(batch) dimension may be symbolic")
+        if not dims:
+            raise InputError(f"ONNX file '{self.path}': input '{inp.name}' is a scalar")
+        batch = _canonical_batch(dims)
+        sample = tuple(dims[1:]) if batch else tuple(dims)
+        in_name = self.unique(inp.name)
+        in_node = Node(in_name, "input", shape=sample, target=inp.name)
+        self.nodes.append(in_node)
+        self._by_name[in_name] = in_node
+        probe = torch.rand((2, *sample), generator=gen, dtype=torch.float64).to(self.dtype)
+        t_in = _T(node=in_name, sample=sample, batch=batch, probe=probe)
+        self.batched[in_name] = t_in
+        self.tensors[inp.name] = t_in
+        return tuple(dims), sample, batch, dynamic
 
     def convert_node(self, node):
         ins = []
@@ -551,11 +612,16 @@ def load_onnx(path: str | os.PathLike, *, check: bool = True, input_box=None,
         :class:`~boundgraph.errors.BoundGraphError`.
     input_box:
         ``(lower, upper)`` to draw the check's inputs from (arrays broadcasting against one
-        example, e.g. a VNN-LIB property's box); uniform in ``[0, 1]`` otherwise.
+        example, e.g. a VNN-LIB property's box); uniform in ``[0, 1]`` otherwise. For a file of
+        several inputs, one such box or ``None`` per input (see
+        :func:`check_against_onnxruntime`).
 
     The returned module takes per-sample inputs ``(B, *sample_shape)`` (see the module
     docstring for the batch convention); ``bm.model.onnx_info`` (:class:`OnnxInfo`) records the
-    ONNX names and shapes and runs the file with onnxruntime.
+    ONNX names and shapes and runs the file with onnxruntime. A file of several (non-initializer)
+    inputs gives a module of several inputs, in the file's order, each named by its ONNX name
+    (``bm.graph.input_names``): ``bm(x1, x2)``, and bounds with a perturbation per input
+    (``{0: LinfBall(eps)}``, the others exact).
     """
     from ..bounded import BoundedModule
 
@@ -585,24 +651,42 @@ def load_onnx(path: str | os.PathLike, *, check: bool = True, input_box=None,
 def check_against_onnxruntime(bm, input_box=None, n: int = 8, rtol: float = 1e-5, seed: int = 0):
     """Raise :class:`~boundgraph.errors.BoundGraphError` unless the bound graph of an imported
     model reproduces onnxruntime's outputs on ``n`` random inputs (to ``rtol`` relative to the
-    largest output magnitude). Returns the largest relative difference."""
+    largest output magnitude). Returns the largest relative difference.
+
+    ``input_box`` is ``(lower, upper)`` for a one-input model; for a model of several inputs it
+    is ``None`` or a tuple or list with one entry per input, each ``(lower, upper)`` or ``None``
+    (uniform in ``[0, 1]``).
+    """
     info: OnnxInfo = bm.model.onnx_info
-    shape = info.sample_shape
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand((n, *shape), generator=gen, dtype=torch.float64)
-    if input_box is not None:
-        lo = torch.as_tensor(np.asarray(input_box[0], dtype=np.float64)).reshape(-1)
-        hi = torch.as_tensor(np.asarray(input_box[1], dtype=np.float64)).reshape(-1)
-        if lo.numel() != math.prod(shape) or hi.numel() != math.prod(shape):
-            raise InputError(f"the input box has {lo.numel()} values but '{info.path}' takes "
-                             f"{math.prod(shape)} per example (shape {list(shape)})")
-        x = (lo + u.reshape(n, -1) * (hi - lo)).reshape(n, *shape)
+    shapes = info.sample_shapes
+    if len(shapes) == 1:
+        boxes = [input_box]
+    elif input_box is None:
+        boxes = [None] * len(shapes)
+    elif isinstance(input_box, (tuple, list)) and len(input_box) == len(shapes) and all(
+            b is None or isinstance(b, (tuple, list)) and len(b) == 2 for b in input_box):
+        boxes = list(input_box)
     else:
-        x = u
-    x = x.to(info.dtype)
-    expected = info.run(x)
+        raise InputError(f"'{info.path}' has {len(shapes)} inputs "
+                         f"({', '.join(info.input_names)}): input_box must be None or one box "
+                         "(lower, upper) or None per input")
+    gen = torch.Generator().manual_seed(seed)
+    xs = []
+    for name, shape, box in zip(info.input_names, shapes, boxes):
+        u = torch.rand((n, *shape), generator=gen, dtype=torch.float64)
+        if box is not None:
+            lo = torch.as_tensor(np.asarray(box[0], dtype=np.float64)).reshape(-1)
+            hi = torch.as_tensor(np.asarray(box[1], dtype=np.float64)).reshape(-1)
+            if lo.numel() != math.prod(shape) or hi.numel() != math.prod(shape):
+                what = "the input box" if len(shapes) == 1 else f"the box of input '{name}'"
+                takes = "" if len(shapes) == 1 else f" at input '{name}'"
+                raise InputError(f"{what} has {lo.numel()} values but '{info.path}' takes "
+                                 f"{math.prod(shape)}{takes} per example (shape {list(shape)})")
+            u = (lo + u.reshape(n, -1) * (hi - lo)).reshape(n, *shape)
+        xs.append(u.to(info.dtype))
+    expected = info.run(*xs)
     with torch.no_grad():
-        got = bm(x).reshape(n, -1).to(torch.float64).numpy()
+        got = bm(*xs).reshape(n, -1).to(torch.float64).numpy()
     expected = expected.astype(np.float64)
     if got.shape != expected.shape:
         raise BoundGraphError(f"imported graph of '{info.path}' gives {got.shape[1]} outputs per "

@@ -34,11 +34,21 @@ def cpu_session(model: bytes | str, error: Callable[[Exception], str]):
         raise BoundGraphError(error(e)) from e
 
 
-def run_session(sess, x: np.ndarray, input_name: str | None = None,
-                output_name: str | None = None) -> np.ndarray:
+def run_session(sess, x, input_name=None, output_name: str | None = None) -> np.ndarray:
     """The output ``output_name`` (default: the first) of ``sess`` fed ``x`` as its input
-    ``input_name`` (default: the first)."""
+    ``input_name`` (default: the first).
+
+    For a model of several inputs ``x`` is a tuple or list of arrays, one per input, and
+    ``input_name`` their names (default: the session's inputs in order); a count that does not
+    match raises :class:`~boundgraph.errors.BoundGraphError`.
+    """
+    outputs = None if output_name is None else [output_name]
+    if isinstance(x, (tuple, list)):
+        names = [i.name for i in sess.get_inputs()] if input_name is None else list(input_name)
+        if len(names) != len(x):
+            raise BoundGraphError(f"the ONNX model takes {len(names)} input(s) "
+                                  f"({', '.join(names)}), got {len(x)}")
+        return sess.run(outputs, dict(zip(names, x)))[0]
     if input_name is None:
         input_name = sess.get_inputs()[0].name
-    outputs = None if output_name is None else [output_name]
     return sess.run(outputs, {input_name: x})[0]
