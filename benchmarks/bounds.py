@@ -11,6 +11,9 @@ unstable neurons times the batch; on the ViT and the LSTM at batch 1 only (every
 and softmax input needs intermediate bounds). alpha-CROWN (20 Adam steps, each a CROWN pass) runs on the MLP
 and cnn_4layer at batch 1 and 32.
 
+Every model is also bounded over an l2 ball (``--eps-l2``, default 0.1, clipped to [0, 1]) at
+batch 1 and 32 (the ViT and the LSTM at batch 1), with the same methods: rows with norm 2.
+
     python -m benchmarks.bounds            # full run: benchmarks/results/bounds.{json,md,png}
     python -m benchmarks.bounds --quick    # small sizes, a minute or so
 """
@@ -30,7 +33,7 @@ SEQUENCE = ("vit_small", "lstm_rows")
 
 
 def run_one(model_name: str, batch: int, methods: list[str], repeats: int, eps: float,
-            in_size: int, seed: int = 0) -> dict:
+            in_size: int, seed: int = 0, norm: str = "inf") -> dict:
     import torch
 
     import boundgraph as bg
@@ -39,11 +42,11 @@ def run_one(model_name: str, batch: int, methods: list[str], repeats: int, eps: 
     model = zoo_model(model_name, in_size, seed)
     x = torch.rand(batch, 1, in_size, in_size)
     bm = bg.BoundedModule(model, x)
-    out = {"model": model_name, "batch": batch, "eps": eps, "in_size": in_size}
+    out = {"model": model_name, "batch": batch, "eps": eps, "norm": norm, "in_size": in_size}
     with torch.no_grad():
         y = model(x).argmax(1)
         C = bg.margin_spec(y, 10)
-        ptb = bg.LinfBall(eps, 0.0, 1.0)
+        ptb = bg.LpBall(eps, norm, 0.0, 1.0)
         out["forward_s"] = median_time(lambda: model(x), repeats=max(repeats, 5))
         out["rss_forward_mb"] = round(peak_rss_mb(), 1)
         for m in methods:
@@ -67,7 +70,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small batches and input, fast")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: JSON config for one subprocess
-    p.add_argument("--eps", type=float, default=0.01)
+    p.add_argument("--eps", type=float, default=0.01, help="l-inf radius")
+    p.add_argument("--eps-l2", type=float, default=0.1, help="radius of the l2 rows")
     args = p.parse_args(argv)
     if args.one:
         cfg = json.loads(args.one)
@@ -79,20 +83,27 @@ def main(argv=None):
     if args.quick:
         plan = [(m, b, ["ibp", "crown-ibp"]
                  + (["crown"] if m not in SLOW or (m == "cnn7" and b == 1) else [])
-                 + (["alpha-crown"] if m == "mlp" and b == 1 else []), 3, 12)
+                 + (["alpha-crown"] if m == "mlp" and b == 1 else []), 3, 12, "inf")
                 for m in MODELS for b in (1, 8)]
+        plan += [(m, 1, ["ibp", "crown-ibp", "crown"], 3, 12, "2")
+                 for m in ("mlp", "cnn_4layer")]
     else:
         plan = []
         for m in MODELS:
             for b in ((1, 32) if m in SEQUENCE else (1, 32, 128)):
                 methods = ["ibp", "crown-ibp"] + (["crown"] if m not in SLOW or b == 1 else [])
                 methods += ["alpha-crown"] if m not in SLOW and b <= 32 else []
-                plan.append((m, b, methods, 5, 28))
-        plan.append(("cnn7", 8, ["crown"], 1, 28))
+                plan.append((m, b, methods, 5, 28, "inf"))
+        plan.append(("cnn7", 8, ["crown"], 1, 28, "inf"))
+        for m in MODELS:
+            for b in ((1,) if m in SEQUENCE else (1, 32)):
+                methods = ["ibp", "crown-ibp"] + (["crown"] if m not in SLOW or b == 1 else [])
+                methods += ["alpha-crown"] if m not in SLOW and b == 1 else []
+                plan.append((m, b, methods, 5, 28, "2"))
     results = []
-    for m, b, methods, reps, size in tqdm(plan, desc="bounds benchmark", unit="config"):
-        cfg = dict(model_name=m, batch=b, methods=methods, repeats=reps, eps=args.eps,
-                   in_size=size)
+    for m, b, methods, reps, size, norm in tqdm(plan, desc="bounds benchmark", unit="config"):
+        cfg = dict(model_name=m, batch=b, methods=methods, repeats=reps, in_size=size,
+                   eps=args.eps if norm == "inf" else args.eps_l2, norm=norm)
         objs, error = run_isolated("benchmarks.bounds", cfg)
         if error or not objs:
             results.append({"model": m, "batch": b, "error": error or "no result"})
@@ -101,26 +112,29 @@ def main(argv=None):
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["model"], r["batch"], "error", r["error"], "", "", "", "", ""])
+            rows.append([r["model"], r["batch"], "", "error", r["error"], "", "", "", "", ""])
             continue
         for m in ("ibp", "crown-ibp", "crown", "alpha-crown"):
             if m in r:
                 x = r[m]
-                rows.append([r["model"], r["batch"], m, f"{r['forward_s'] * 1e3:.2f}",
+                rows.append([r["model"], r["batch"], r.get("norm", "inf"), m,
+                             f"{r['forward_s'] * 1e3:.2f}",
                              f"{x['time_s'] * 1e3:.1f}", f"{x['ratio_to_forward']:.2f}",
                              f"{x['mean_width']:.4g}", f"{x['verified']}/{r['batch']}",
                              f"{x['peak_rss_mb']:.0f}"])
     stamp = machine_stamp()
-    table = (f"# Bounds benchmark\n\neps = {args.eps} (l-inf, inputs in [0, 1]), margins "
+    table = (f"# Bounds benchmark\n\neps = {args.eps} (l-inf) and {args.eps_l2} (l2 rows), "
+             f"inputs in [0, 1], margins "
              f"f_y - f_j, random weights with BatchNorm in eval mode"
              f"{' (quick: 12x12 inputs)' if args.quick else ' (MNIST size, 28x28)'}.\n"
              f"Machine: {stamp['cpu']}, {stamp['torch_threads']} threads, torch {stamp['torch']}, "
              f"commit {stamp['commit']}, {stamp['date']}.\n"
              "Command: `python -m benchmarks.bounds" + (" --quick" if args.quick else "") + "`\n\n"
-             + md_table(["model", "batch", "method", "forward (ms)", "time (ms)", "x forward",
+             + md_table(["model", "batch", "norm", "method", "forward (ms)", "time (ms)", "x forward",
                          "mean width", "verified", "peak RSS (MB)"], rows))
     name = "bounds_quick" if args.quick else "bounds"
-    jp, mp = write_results(name, {"machine": stamp, "eps": args.eps, "results": results}, table)
+    jp, mp = write_results(name, {"machine": stamp, "eps": args.eps, "eps_l2": args.eps_l2,
+                                  "results": results}, table)
     from .plots import plot_bounds
 
     png = plot_bounds(jp)  # None (with a message) without matplotlib

@@ -116,7 +116,8 @@ def plot_bounds(json_path=None, png_path=None) -> Path | None:
     if not rows:
         print(f"{jp}: no successful configurations to plot", file=sys.stderr)
         return None
-    groups = [f"{r.get('model', '?')} b{r.get('batch', '?')}" for r in rows]
+    groups = [f"{r.get('model', '?')} b{r.get('batch', '?')}"
+              + ("" if r.get("norm", "inf") == "inf" else f" l{r['norm']}") for r in rows]
 
     def col(method, key):
         return [(r.get(method) or {}).get(key) if isinstance(r.get(method), dict) else None
@@ -133,7 +134,8 @@ def plot_bounds(json_path=None, png_path=None) -> Path | None:
     a2.set_title("tightness (lower is tighter)")
     a2.legend(fontsize=8)
     eps = data.get("eps")
-    fig.suptitle("Bounds benchmark" + (f", l-inf eps = {eps}" if eps is not None else ""))
+    fig.suptitle("Bounds benchmark" + (f", l-inf eps = {eps}" if eps is not None else "")
+                 + (f", l2 eps = {data['eps_l2']}" if data.get("eps_l2") is not None else ""))
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return _save(fig, plt, png, data)
 

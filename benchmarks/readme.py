@@ -23,7 +23,8 @@ START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 def _row(results, model, batch):
     for r in results:
-        if r.get("model") == model and r.get("batch") == batch and "error" not in r:
+        if (r.get("model") == model and r.get("batch") == batch and "error" not in r
+                and r.get("norm", "inf") == "inf"):
             return r
     raise KeyError(f"bounds.json has no result for {model} at batch {batch}")
 

@@ -190,7 +190,8 @@ def _run_record(d) -> dict:
     return {
         "run": str(d), "method": config["method"], "model": config["model"],
         "loss_fusion": bool(config.get("loss_fusion", False)),
-        "dataset": config["dataset"], "eps": config["eps"], "epochs": config["epochs"],
+        "dataset": config["dataset"], "eps": config["eps"], "norm": config.get("norm", "inf"),
+        "epochs": config["epochs"],
         "train_examples": config["train_examples"], "val_examples": config["val_examples"],
         "recipe": config.get("recipe"), "val_fraction": config["val_fraction"],
         "best_epoch": best_epoch,
@@ -236,7 +237,9 @@ def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) ->
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}"
 
-    rows = [[r["model"], f"{r['eps']:g}", r["recipe"] or "(options)", r["epochs"],
+    rows = [[r["model"], f"{r['eps']:g}" + ("" if r.get("norm", "inf") == "inf"
+                                            else f" (l{r['norm']})"),
+             r["recipe"] or "(options)", r["epochs"],
              method_label(r), r["best_epoch"],
              pct(r["best_val"]["val_clean_error"]),
              pct(r["best_val"]["val_certified_error_ibp"]), pct(r["test"]["clean_error"]),
@@ -254,7 +257,8 @@ def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) ->
     models = ", ".join(dict.fromkeys(r["model"] for r in runs))
     table = (
         f"# Certified training on MNIST (CPU scale)\n\n"
-        f"{models} on MNIST, L-inf eps in pixel units ([0, 1]); each run trains on "
+        f"{models} on MNIST, eps in pixel units ([0, 1]) of an l-inf ball unless the eps "
+        f"cell names another norm; each run trains on "
         f"{split_text}, with the recipe named in its row. Validation also serves best-epoch "
         f"selection: the selected epoch is the one with the lowest validation "
         f"IBP-certified error once eps reached its target, lowest clean error for natural "

@@ -8,9 +8,11 @@ import time
 def register(sub):
     p = sub.add_parser("bounds", help="print bounds and timings for a zoo model",
                        description="Trace a model of the zoo, bound its margins over an "
-                                   "l-inf ball and print bounds and timings per method.")
+                                   "l-p ball and print bounds and timings per method.")
     p.add_argument("--model", required=True, help="zoo model name (see models.MODELS)")
-    p.add_argument("--eps", type=float, required=True, help="l-inf radius (input scale [0, 1])")
+    p.add_argument("--eps", type=float, required=True, help="radius (input scale [0, 1])")
+    p.add_argument("--norm", choices=("inf", "2", "1"), default="inf",
+                   help="norm of the ball (default: inf)")
     p.add_argument("--method", default="all",
                    help="ibp, crown-ibp, crown, alpha-crown, or all (default: all)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
@@ -48,8 +50,8 @@ def run(args) -> int:
     with torch.no_grad():
         y = model(x).argmax(1)
         C = bg.margin_spec(y, args.num_classes)
-        ptb = bg.LinfBall(args.eps, 0.0, 1.0)
-        report = {"model": args.model, "eps": args.eps, "batch": args.batch,
+        ptb = bg.LpBall(args.eps, args.norm, 0.0, 1.0)
+        report = {"model": args.model, "eps": args.eps, "norm": args.norm, "batch": args.batch,
                   "trace_s": round(trace_s, 3), "methods": {}}
         for m in methods:
             t0 = time.perf_counter()
@@ -64,7 +66,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{args.model}: batch {args.batch}, eps {args.eps}, traced in {trace_s:.2f} s")
+    print(f"{args.model}: batch {args.batch}, eps {args.eps} (l-{args.norm}), "
+          f"traced in {trace_s:.2f} s")
     print(f"{'method':<11} {'time (s)':>10} {'mean lower margin':>18} {'mean width':>12} verified")
     for m, r in report["methods"].items():
         print(f"{m:<11} {r['time_s']:>10.4f} {r['mean_margin_lower']:>18.4g} "

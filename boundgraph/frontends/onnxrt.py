@@ -1,7 +1,7 @@
 """onnxruntime plumbing shared by the ONNX importer and exporter: one CPU session, one run.
 
-The importer runs an imported file with it (:meth:`~.onnx_import.OnnxInfo.session`, used by
-:func:`~.onnx_import.check_against_onnxruntime`) and the exporter checks a written file with it
+The importer runs an imported file with it (:meth:`~.onnx_model.OnnxInfo.session`, used by
+:func:`~.onnx_model.check_against_onnxruntime`) and the exporter checks a written file with it
 (:func:`~.onnx_export.export_onnx`), so both run ONNX models the same way.
 """
 from __future__ import annotations
