@@ -118,7 +118,8 @@ class BoundedModule(nn.Module):
                        bound_upper: bool = True, relu_lower: str = "adaptive",
                        max_elements: int = 2 ** 25, return_intermediate: bool = False,
                        intervals: dict[str, Interval] | None = None, alpha_steps: int = 20,
-                       alpha_time_limit: float | None = None, intermediate_grad: bool = False):
+                       alpha_time_limit: float | None = None, intermediate_grad: bool = False,
+                       splits: dict[str, torch.Tensor] | None = None):
         """Lower and upper bounds of ``C f(x')`` (or ``f(x')``) for all ``x'`` in the set.
 
         Parameters
@@ -171,6 +172,15 @@ class BoundedModule(nn.Module):
             also flow through the relaxations they choose. Off by default: those passes are
             most of full CROWN's work, and recording them for autograd multiplies its memory
             (gigabytes on a CNN7 image) for gradients that verification never asks for.
+        splits:
+            split constraints, the sub-domains of branch and bound: ``{node name: sign}`` with
+            ``sign`` a tensor ``(B, *node_shape)`` (or ``node_shape``, the same for every
+            example) of +1 where the node's value is constrained ``>= 0``, -1 where ``<= 0``
+            and 0 elsewhere. Every method bounds over the input set intersected with the
+            constraints: the constrained elements' intervals are clipped (so a ReLU whose
+            input is split is linear), and ``"alpha-crown"`` also adds each constraint to its
+            output pass with an optimised multiplier (beta-CROWN). Where the constraints
+            contradict each other the sub-domain is empty and any bound holds.
 
         Returns
         -------
@@ -202,6 +212,7 @@ class BoundedModule(nn.Module):
         spec = self._check_spec(C, B, K, x)
 
         opts = dict(relu_lower=relu_lower, max_elements=max_elements)
+        splits = self._check_splits(splits, B, x)
         reuse = None
         if intervals is not None and method in ("ibp", "crown-ibp"):
             intervals = self._check_intervals(intervals, xs)
@@ -210,6 +221,8 @@ class BoundedModule(nn.Module):
         # as the intervals themselves require) saves rebuilding it
         ctx = replace(reuse, opts=opts) if reuse is not None else \
             self._context(xs, perts, opts)
+        if splits:
+            ctx.splits = splits
         A = spec.view(spec.shape[0], spec.shape[1], *out_shape) if spec is not None else \
             torch.eye(K, dtype=x.dtype, device=x.device).view(1, K, *out_shape)
         if method == "alpha-crown":
@@ -272,6 +285,30 @@ class BoundedModule(nn.Module):
                 raise InputError(f"intervals were computed for an input of shape "
                                  f"{tuple(intervals[name].lower.shape)}, not {tuple(x.shape)}")
         return intervals
+
+    def _check_splits(self, splits, B, x) -> dict:
+        if not splits:
+            return {}
+        if not isinstance(splits, dict):
+            raise InputError("splits must be a dict {node name: sign tensor}")
+        g = self.graph
+        out = {}
+        for name, s in splits.items():
+            node = g.nodes.get(name)
+            if node is None or not node.batched or name in g.inputs:
+                raise InputError(f"splits: {name!r} is not an op node that depends on the input; "
+                                 "split constraints name nodes of bm.graph")
+            s = torch.as_tensor(s, device=x.device)
+            shape = tuple(node.shape)
+            if tuple(s.shape) == shape:
+                s = s.unsqueeze(0).expand(B, *shape)
+            if tuple(s.shape) != (B, *shape):
+                raise InputError(f"splits[{name!r}] must have shape (B, {', '.join(map(str, shape))})"
+                                 f" or {shape}, got {tuple(s.shape)}")
+            if not bool(((s == 0) | (s == 1) | (s == -1)).all()):
+                raise InputError(f"splits[{name!r}] may only hold -1, 0 and +1")
+            out[name] = s.to(torch.int8)
+        return out
 
     def _check_spec(self, C, B, K, x):
         if C is None:

@@ -56,8 +56,9 @@ class Node:
             what = f"const {tuple(v.shape) if torch.is_tensor(v) else v!r}"
         else:
             what = "input"
-        shape = "" if self.shape is None else str(tuple(self.shape))
-        shape = ("[B, " + shape[1:]) if self.batched and shape else shape
+        dims = [] if self.shape is None else [str(d) for d in self.shape]
+        shape = "" if self.shape is None else (
+            "[" + ", ".join(["B"] + dims) + "]" if self.batched else f"({', '.join(dims)})")
         return f"{self.name:<20} {what}  {shape}"
 
 

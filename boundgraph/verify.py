@@ -15,7 +15,11 @@ time budget:
    many dimensions for stage 3, which does better where it applies); each row keeps the best
    of its bounds, all of them sound. A disjunct is
    infeasible when some row's lower bound is ``> 0``; ``unsat`` needs every disjunct infeasible.
-3. **Input bisection** (inputs of at most ``max_bisect_inputs`` dimensions, e.g. ACAS Xu's 5):
+3. **Branch and bound** when the input has too many dimensions to bisect (or with
+   ``method="bab"``): activation splits with beta-CROWN bounds, best first, until every
+   sub-domain is proved, a counterexample turns up, or the time runs out
+   (:mod:`boundgraph.bab`). Or
+   **input bisection** (inputs of at most ``max_bisect_inputs`` dimensions, e.g. ACAS Xu's 5):
    boxes whose disjuncts are not all infeasible are split in two along the input dimension with
    the largest estimated effect on the bound (``|d bound / d radius_i| * radius_i`` by autograd
    through CROWN, a "smear"-like score, refreshed every few bisection batches and halved along
@@ -49,6 +53,7 @@ import time
 import torch
 
 from .attack import pgd_minimize
+from .bab import branch_and_bound, split_nodes
 from .bounded import METHODS
 from .errors import InputError
 from .verify_problem import (Result, _as_float64, _check_sizes, _Group, _load_model,
@@ -66,7 +71,8 @@ _GRAD_EVERY = 4
 def verify(model, prop, timeout: float = 60.0, method: str = "auto", *, bisect: bool = True,
            max_bisect_inputs: int = 32, split: str = "grad", batch: int = 256,
            attack_budget: float | None = None, seed: int = 0,
-           max_domains: int = 2_000_000, threads: int | None = None) -> Result:
+           max_domains: int = 2_000_000, threads: int | None = None,
+           bab_batch: int = 64, progress: bool = False) -> Result:
     """Decide a VNN-LIB property for a network within ``timeout`` seconds.
 
     Parameters
@@ -80,16 +86,23 @@ def verify(model, prop, timeout: float = 60.0, method: str = "auto", *, bisect: 
     timeout:
         wall-clock budget in seconds, model loading included.
     method:
-        ``"auto"`` (IBP, then CROWN-IBP, then CROWN, then bisection with CROWN) or one of
-        ``"ibp"``, ``"crown-ibp"``, ``"crown"`` for every bound computed.
+        ``"auto"`` (IBP, then CROWN-IBP, then CROWN, then bisection with CROWN for small
+        inputs, alpha-CROWN and branch and bound on activation splits for larger ones),
+        ``"bab"`` (the same ladder, then branch and bound whatever the input size) or one of
+        ``"ibp"``, ``"crown-ibp"``, ``"crown"``, ``"alpha-crown"`` for every bound computed
+        (no branch and bound).
     bisect:
-        split the input box when bounds alone do not decide (inputs of at most
-        ``max_bisect_inputs`` dimensions).
+        split when bounds alone do not decide: the input box (inputs of at most
+        ``max_bisect_inputs`` dimensions) or, with ``"auto"``, activations.
     split:
         ``"grad"`` (largest ``|d bound / d radius_i| * radius_i``) or ``"widest"`` (widest
         dimension relative to the original box).
     batch:
         boxes bounded together during bisection.
+    bab_batch:
+        domains split per branch-and-bound step (each gives two children, bounded together).
+    progress:
+        show a progress bar (domains, open domains, worst bound) during branch and bound.
     threads:
         torch threads while verifying (restored afterwards); default one thread for small
         networks (fewer than 200,000 neurons), whose many small tensor operations only lose
@@ -107,8 +120,9 @@ def verify(model, prop, timeout: float = 60.0, method: str = "auto", *, bisect: 
     """
     t0 = time.perf_counter()
     deadline = t0 + float(timeout)
-    if method != "auto" and method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose auto or one of {', '.join(METHODS)}")
+    if method not in ("auto", "bab") and method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose auto, bab or one of "
+                         f"{', '.join(METHODS)}")
     if split not in ("grad", "widest"):
         raise InputError(f"split must be 'grad' or 'widest', got {split!r}")
     if not isinstance(prop, Property):
@@ -132,13 +146,13 @@ def verify(model, prop, timeout: float = 60.0, method: str = "auto", *, bisect: 
     torch.set_num_threads(max(1, int(threads)))
     try:
         return _verify(bm, prop, t0, deadline, timeout, method, bisect, max_bisect_inputs, split,
-                       batch, attack_budget, seed, max_domains)
+                       batch, attack_budget, seed, max_domains, bab_batch, progress)
     finally:
         torch.set_num_threads(before)
 
 
 def _verify(bm, prop, t0, deadline, timeout, method, bisect, max_bisect_inputs, split, batch,
-            attack_budget, seed, max_domains) -> Result:
+            attack_budget, seed, max_domains, bab_batch=64, progress=False) -> Result:
     details: dict = {}
     prob = None
 
@@ -163,11 +177,13 @@ def _verify(bm, prop, t0, deadline, timeout, method, bisect, max_bisect_inputs, 
         prob.check_time()
 
         # 2. bounds on the whole boxes
-        ladder = [(m, "adaptive") for m in (LADDER if method == "auto" else (method,))]
-        if method == "auto":  # other fixed lower slopes for unstable ReLUs sometimes do
+        auto = method in ("auto", "bab")
+        small = bisect and n_in <= max_bisect_inputs and method != "bab"
+        ladder = [(m, "adaptive") for m in (LADDER if auto else (method,))]
+        if auto:  # other fixed lower slopes for unstable ReLUs sometimes do
             # better; they are cheap, so they go before alpha-CROWN, which optimises them
             ladder[3:3] = [("crown", "zero"), ("crown", "parallel")]
-            if bisect and n_in <= max_bisect_inputs:  # bisection with CROWN does better
+            if small:  # bisection with CROWN does better
                 ladder = [r for r in ladder if r[0] != "alpha-crown"]
         open_groups = []
         used = []
@@ -189,8 +205,25 @@ def _verify(bm, prop, t0, deadline, timeout, method, bisect, max_bisect_inputs, 
             details["stage"] = "bounds"
             return done("unsat")
 
-        # 3. bisection
-        if not bisect or n_in > max_bisect_inputs:
+        # 3. branch and bound on activations, or bisection of the input
+        if auto and bisect and not small and split_nodes(bm64.graph):
+            details["bisection_method"] = "bab"
+            for g, openv in open_groups:
+                res = branch_and_bound(prob, g, openv, details, batch=bab_batch,
+                                       max_domains=max_domains, progress=progress)
+                if res is not None:
+                    details["stage"] = "bab"
+                    return done("sat", res)
+                if details.get("gave_up"):
+                    found = prob.attack(min(prob.left(), max(1.0, 0.15 * float(timeout))))
+                    if found is not None:
+                        details["stage"] = "attack"
+                        return done("sat", found)
+                    details["stage"] = "bab"
+                    return done("unknown")
+            details["stage"] = "bab"
+            return done("unsat")
+        if not small:
             # a last, longer attack before giving up
             found = prob.attack(min(prob.left(), max(1.0, 0.15 * float(timeout))))
             if found is not None:
@@ -202,7 +235,7 @@ def _verify(bm, prop, t0, deadline, timeout, method, bisect, max_bisect_inputs, 
             if n_in > max_bisect_inputs and bisect:
                 details["reason"] += f"; {n_in} inputs is too many to bisect"
             return done("unknown")
-        bab_method = "crown" if method == "auto" else method
+        bab_method = "crown" if auto else method
         details["bisection_method"] = bab_method
         for g, openv in open_groups:
             res = _bisect(prob, g, openv, bab_method, split, batch, max_domains, details)

@@ -15,6 +15,14 @@ intermediate bound is intersected with CROWN's, so it never gets looser.
 The slopes of the step with the best objective give the result, which is intersected row by row
 with the CROWN bound: never looser than ``"crown"``, whatever the optimiser did, and
 differentiable with respect to the model's parameters at the chosen slopes.
+
+Split constraints (``ctx.splits``: node values constrained ``>= 0`` or ``<= 0``, the sub-domains
+of branch and bound) clip the constrained elements' intervals in every pass; in the output's
+pass each also enters through a Lagrange multiplier ``beta >= 0`` (beta-CROWN; Wang et al. 2021,
+"Beta-CROWN: efficient bound propagation with per-neuron split constraints for neural network
+robustness verification"): over the sub-domain ``s z >= 0``, so ``f >= f - beta s z`` and
+``f <= f + beta s z``, and the backward pass bounds the right-hand side over the whole box for
+any ``beta >= 0``. The multipliers are optimised with the slopes, from zero.
 """
 from __future__ import annotations
 
@@ -29,11 +37,12 @@ from .backward import backward_pass, crown_intermediate, needed_nodes, output_bo
 from .context import Context
 
 _OUT = "<output>"
+_BETA = "<beta>"
 
 
 def alpha_bounds(ctx: Context, A, lower: bool = True, upper: bool = True, steps: int = 20,
                  lr: float = 0.1, time_limit: float | None = None,
-                 intermediate_grad: bool = False):
+                 intermediate_grad: bool = False, lr_decay: float = 1.0):
     """``(bounds, lb, ub)``: CROWN's intermediate bounds and the optimised bounds of
     ``A f(x)`` (``(B, S)``, ``None`` for a side not asked for). ``A`` has shape
     ``(B or 1, S, *out_shape)``; each side is optimised on its own for ``steps`` steps, or
@@ -52,10 +61,11 @@ def alpha_bounds(ctx: Context, A, lower: bool = True, upper: bool = True, steps:
             out.append(None)
             continue
         slopes = _initial_slopes(ctx, base, plan, side, A.shape[1])
+        slopes.update(_initial_betas(ctx, side, A.shape[1]))
         if not slopes:
             out.append(ref)
             continue
-        best = _optimise(ctx, base, plan, A, side, slopes, steps, lr, deadline)
+        best = _optimise(ctx, base, plan, A, side, slopes, steps, lr, deadline, lr_decay)
         val = _pass(ctx, base, plan, A, side, best, intermediate_grad)
         out.append(torch.maximum(val, ref) if side == "lower" else torch.minimum(val, ref))
     return base, out[0], out[1]
@@ -121,6 +131,28 @@ def _initial_slopes(ctx, base, plan, side, S) -> dict:
     return slopes
 
 
+def _initial_betas(ctx, side, S) -> dict:
+    """Zero multipliers ``(B, S, *shape)`` for the split-constrained nodes: ``{(_BETA, side):
+    {node: beta}}`` (empty without splits)."""
+    per = {}
+    for name, s in ctx.splits.items():
+        if bool((s != 0).any()):
+            per[name] = torch.zeros(s.shape[0], S, *s.shape[1:], dtype=ctx.box.lower.dtype,
+                                    device=s.device)
+    return {(_BETA, side): per} if per else {}
+
+
+def _beta_terms(ctx, betas, side) -> dict:
+    """``ctx.betas`` entries from multipliers: ``-beta s`` on the lower bound's coefficients,
+    ``+beta s`` on the upper bound's (only constrained elements count)."""
+    out = {}
+    for name, b in betas.items():
+        s = ctx.splits[name].unsqueeze(1).to(b.dtype)
+        term = b * s
+        out[name] = (-term, None) if side == "lower" else (None, term)
+    return out
+
+
 def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Tensor:
     """The bound of ``side`` of ``A f(x)`` with intermediate bounds recomputed from ``slopes``
     (each intersected with ``base``, CROWN's) and the output's pass using its own; the
@@ -156,41 +188,61 @@ def _pass(ctx, base, plan, A, side, slopes, intermediate_grad=True) -> torch.Ten
             bounds[name] = cur
         torch.set_grad_enabled(grad)
         ctx.slopes = slopes.get((_OUT, side), {})
+        ctx.betas = _beta_terms(ctx, slopes.get((_BETA, side), {}), side)
         lA, uA = (A, None) if side == "lower" else (None, A)
         lb, ub = backward_pass(ctx, g.output, lA, uA, bounds)
     finally:
         ctx.slopes = inner.slopes = {}
+        ctx.betas = {}
         torch.set_grad_enabled(grad)
     return lb if side == "lower" else ub
 
 
-def _optimise(ctx, base, plan, A, side, slopes, steps, lr, deadline=None) -> dict:
-    """Projected Adam on ``slopes``; a copy of the slopes of the best step (stopping early at
-    ``deadline``, a ``time.perf_counter()`` value)."""
+def _optimise(ctx, base, plan, A, side, slopes, steps, lr, deadline=None,
+              lr_decay: float = 1.0) -> dict:
+    """Projected Adam on ``slopes`` (learning rate multiplied by ``lr_decay`` after each step);
+    per example, a copy of its slopes at the step with its best objective (examples are
+    independent problems: every slope tensor is ``(B, ...)`` and an example's bounds depend on
+    its own slopes only). Stops early at ``deadline``, a ``time.perf_counter()`` value."""
     fixed = {k: Interval(v.lower.detach(), v.upper.detach()) for k, v in base.items()}
     A = A.detach()
     sign = 1.0 if side == "lower" else -1.0  # maximise lower bounds, minimise upper ones
     params = [p.requires_grad_() for per in slopes.values() for p in per.values()]
+    betas = {id(p) for key, per in slopes.items() if key[0] == _BETA for p in per.values()}
     optim = torch.optim.Adam(params, lr=lr)
-    best_val, best = -math.inf, None
+    sched = torch.optim.lr_scheduler.ExponentialLR(optim, lr_decay) if lr_decay != 1.0 else None
+    best_val, best = None, None
     for step in range(steps + 1):
         with torch.enable_grad():
-            objective = sign * _pass(ctx, fixed, plan, A, side, slopes).sum()
-            loss = -objective
-        val = float(objective.detach())
-        if best is None or val > best_val:
-            best_val = val
+            per_example = (sign * _pass(ctx, fixed, plan, A, side, slopes)).sum(1)
+            loss = -per_example.sum()
+        val = per_example.detach()
+        if best is None:
+            best_val = val.clone()
             best = {key: {k: p.detach().clone() for k, p in per.items()}
                     for key, per in slopes.items()}
+        else:
+            better = val > best_val
+            if bool(better.any()):
+                best_val = torch.where(better, val, best_val)
+                for key, per in slopes.items():
+                    for k, p in per.items():
+                        m = better.view(-1, *[1] * (p.dim() - 1))
+                        best[key][k] = torch.where(m, p.detach(), best[key][k])
         if step == steps or (deadline is not None and time.perf_counter() > deadline):
             break
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p, gr in zip(params, grads):
             p.grad = gr
         optim.step()
+        if sched is not None:
+            sched.step()
         with torch.no_grad():
             for p in params:
-                p.clamp_(0.0, 1.0)
+                if id(p) in betas:
+                    p.clamp_(min=0.0)  # a multiplier of an inequality
+                else:
+                    p.clamp_(0.0, 1.0)
     return best
 
 

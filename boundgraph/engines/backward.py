@@ -148,6 +148,14 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
         la, ua, org = coeffs.pop(name)
         if la is None and ua is None:
             continue
+        if name in ctx.betas:  # Lagrange terms of split constraints (dense coefficients)
+            la, ua = _densify(la, ua, org, g.nodes[name].shape)
+            org = None
+            bl, bu = ctx.betas[name]
+            la = None if la is None or bl is None else la + bl
+            ua = None if ua is None or bu is None else ua + bu
+        if ctx.taps is not None and name in ctx.taps and la is not None:
+            ctx.taps[name] = _densify(la, None, org, g.nodes[name].shape)[0]
         node = g.nodes[name]
         if name in ctx.sets:  # an input: its own set (at least as tight as its box)
             cl, cu = ctx.sets[name].concretize(la, ua, org)
@@ -236,8 +244,11 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
 
 
 def refine(ctx: Context, name: str, bounds: dict[str, Interval]) -> Interval:
-    """CROWN bounds of every neuron of node ``name`` intersected with ``bounds[name]``."""
-    return _refine(ctx, name, [], bounds, int(ctx.opts.get("max_elements", 2 ** 25)))
+    """CROWN bounds of every neuron of node ``name`` intersected with ``bounds[name]``, for a
+    node affine in the inputs: its coefficients stay shared by the batch (batch size 1) all the
+    way to the inputs, so the batch is neither split nor counted when sizing chunks."""
+    return _refine(ctx, name, [], bounds, int(ctx.opts.get("max_elements", 2 ** 25)),
+                   shared=True)
 
 
 def _image_of_refined(ctx, name, exact) -> bool:
@@ -254,7 +265,7 @@ def _image_of_refined(ctx, name, exact) -> bool:
     return len(node.inputs) == 1 and node.inputs[0] in exact
 
 
-def _refine(ctx, name, consumers, bounds, budget) -> Interval:
+def _refine(ctx, name, consumers, bounds, budget, shared: bool = False) -> Interval:
     """CROWN bounds of node ``name``'s neurons that its consumers want refined, intersected
     with its current (IBP) interval ``bounds[name]``.
 
@@ -288,13 +299,13 @@ def _refine(ctx, name, consumers, bounds, budget) -> Interval:
     if rows.numel() == 0:
         return cur
     widest = max(math.prod(g.nodes[a].shape) for a in g.batched_ancestors(name))
-    if B > 1 and B * rows.numel() * widest > _SPLIT_CHUNKS * budget:
+    if not shared and B > 1 and B * rows.numel() * widest > _SPLIT_CHUNKS * budget:
         parts = [_refine(ctx.example(b), name, consumers,
                          {k: Interval(v.lower[b:b + 1], v.upper[b:b + 1])
                           for k, v in bounds.items() if v is not None}, budget)
                  for b in range(B)]
         return Interval(torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]))
-    chunk = max(1, budget // max(1, B * widest))
+    chunk = max(1, budget // max(1, (1 if shared else B) * widest))
     lo, hi = cur.lower.flatten(1), cur.upper.flatten(1)
     new_lo, new_hi = lo.clone(), hi.clone()
     shape = tuple(g.nodes[name].shape)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
+
 from ..errors import DomainError
 from ..graph import BoundGraph
 from ..ops.base import Interval
@@ -21,6 +23,16 @@ class Context:
     overrides: dict[str, dict[int, Any]] = field(default_factory=dict)
     #: node -> its op's ``kink_slope`` tensor for backward steps (set by alpha-CROWN)
     slopes: dict[str, Any] = field(default_factory=dict)
+    #: split constraints: node -> sign tensor ``(B, *shape)``, +1 where the node's value is
+    #: constrained ``>= 0``, -1 where ``<= 0``, 0 where free (branch and bound's sub-domains)
+    splits: dict[str, Any] = field(default_factory=dict)
+    #: node -> ``(lower, upper)`` terms ``(B, S, *shape)`` added to the coefficients reaching
+    #: the node in a backward pass (the Lagrange terms of split constraints; set by
+    #: alpha-CROWN for its output pass)
+    betas: dict[str, Any] = field(default_factory=dict)
+    #: nodes whose lower-bound coefficients a backward pass records in ``taps`` (for branching
+    #: scores and the input point a bound is attained at); ``None``: record nothing
+    taps: dict[str, Any] | None = None
 
     @property
     def box(self) -> Interval:
@@ -43,8 +55,23 @@ class Context:
         return self.ops.get(name) or self.graph.nodes[name].op
 
     def interval(self, name: str, bounds: dict[str, Interval | None]) -> Interval:
-        """Node ``name``'s IBP rule on its inputs' current bounds."""
-        return self.rule(name, self.op(name).interval, *self.inputs(name, bounds))
+        """Node ``name``'s IBP rule on its inputs' current bounds (clipped to its split
+        constraints, if any)."""
+        return self.clip(name, self.rule(name, self.op(name).interval,
+                                         *self.inputs(name, bounds)))
+
+    def clip(self, name: str, bound: Interval) -> Interval:
+        """``bound`` intersected with node ``name``'s split constraints (a node constrained
+        ``>= 0`` gets a lower bound of at least 0, one ``<= 0`` an upper bound of at most 0).
+        An element whose constraint contradicts its bound then has ``lower > upper``: its
+        sub-domain is empty (see :func:`infeasible`)."""
+        s = self.splits.get(name)
+        if s is None:
+            return bound
+        zero = torch.zeros((), dtype=bound.lower.dtype, device=bound.lower.device)
+        lo = torch.where(s > 0, torch.maximum(bound.lower, zero), bound.lower)
+        hi = torch.where(s < 0, torch.minimum(bound.upper, zero), bound.upper)
+        return Interval(lo, hi)
 
     def rule(self, name: str, fn, *args, **kwargs):
         """``fn(*args, **kwargs)``, one of node ``name``'s rules; a :class:`DomainError` it
@@ -86,3 +113,16 @@ class Intervals(dict):
     def __init__(self, bounds, context: Context | None = None):
         super().__init__(bounds)
         self.context = context
+
+
+def infeasible(ctx: Context, bounds: dict[str, Interval]) -> torch.Tensor | None:
+    """Examples ``(B,)`` whose split constraints contradict their bounds somewhere (an empty
+    sub-domain, over which any bound holds); ``None`` without splits."""
+    out = None
+    for name in ctx.splits:
+        b = bounds.get(name)
+        if b is None:
+            continue
+        bad = (b.lower > b.upper).flatten(1).any(1)
+        out = bad if out is None else out | bad
+    return out

@@ -80,6 +80,8 @@ def _two_piece(l, u, c, fc, left, right, mode):
 class ReLU(Elementwise):
     """``max(x, 0)``; relaxation: ``aL x <= relu(x) <= u (x - l) / (u - l)`` when unstable."""
 
+    split_points = (0.0,)
+
     exact_interval = True
 
     kind = "relu"
@@ -188,6 +190,8 @@ class LeakyReLU(Elementwise):
     ``negative_slope > 1`` (concave) the roles swap. Negative slopes make ``f`` V-shaped; the
     interval is then the exact range (minimum at 0).
     """
+
+    split_points = (0.0,)
 
     kind = "leaky_relu"
 

@@ -112,6 +112,10 @@ class Op:
     #: constants broadcasting per channel at most). Engines may then apply the rule to a
     #: spatial window of the tensors instead of the whole (see engines/backward.py).
     pointwise = False
+    #: values of its (first) input at which the op switches between linear pieces, when it is
+    #: piecewise linear with a kink at 0 (ReLU, LeakyReLU, Abs: ``(0.0,)``): branch and bound
+    #: splits the input there, after which the op is linear on each side
+    split_points: tuple = ()
 
     def __init__(self, **attrs):
         self.attrs = attrs
