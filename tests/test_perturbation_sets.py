@@ -103,10 +103,14 @@ def test_bounds_hold_over_the_l2_ball_on_random_residual_networks(seed):
     check_ball(net, x, 0.3, 2, lower=0.0, upper=1.0)
 
 
-def test_bounds_hold_over_per_channel_eps():
+@pytest.mark.parametrize("per", ["channel", "example"])
+def test_bounds_hold_over_per_channel_and_per_example_eps(per):
     model = cnn(4).double()
     x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
-    eps = torch.tensor([0.1, 0.5, 0.0], dtype=torch.float64).view(3, 1, 1)
+    if per == "channel":
+        eps = torch.tensor([0.1, 0.5, 0.0], dtype=torch.float64).view(3, 1, 1)
+    else:
+        eps = torch.tensor([0.1, 0.6], dtype=torch.float64).view(2, 1, 1, 1)
     bm = bg.BoundedModule(model, x)
     gen = torch.Generator().manual_seed(0)
     u = ball_points(torch.zeros_like(x), 1.0, 2, 300, gen).view(300, *x.shape)

@@ -30,8 +30,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-timeout", type=float, default=None,
                    help="cap on the csv's per-instance timeouts")
     p.add_argument("--method", default="auto",
-                   help="auto (IBP, CROWN-IBP, CROWN, alpha-CROWN, then bisection) or ibp, "
-                        "crown-ibp, crown, alpha-crown")
+                   help="auto (IBP, CROWN-IBP, CROWN, alpha-CROWN, then input bisection for "
+                        "small inputs or branch and bound on activation splits), bab (branch "
+                        "and bound whatever the input size), or one of ibp, crown-ibp, crown, "
+                        "alpha-crown")
     p.add_argument("--no-bisect", action="store_true", help="do not split input boxes")
     p.add_argument("--out", metavar="FILE",
                    help="result file (one property) or results csv (--instances)")
@@ -78,7 +80,8 @@ def _run_one(args) -> int:
         if not os.path.exists(path):
             raise InputError(f"no such file: '{path}'")
     res = verify(args.onnx, args.property, timeout=args.timeout or 60.0, method=args.method,
-                 bisect=not args.no_bisect, seed=args.seed)
+                 bisect=not args.no_bisect, seed=args.seed,
+                 progress=not args.quiet and not args.json)
     if args.out:
         res.write(args.out)
     if args.json:

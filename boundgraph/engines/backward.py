@@ -243,12 +243,14 @@ def crown_intermediate(ctx: Context, grad: bool = True) -> dict[str, Interval]:
     return bounds
 
 
-def refine(ctx: Context, name: str, bounds: dict[str, Interval]) -> Interval:
+def refine(ctx: Context, name: str, bounds: dict[str, Interval], flat: bool = True
+           ) -> Interval:
     """CROWN bounds of every neuron of node ``name`` intersected with ``bounds[name]``, for a
     node affine in the inputs: its coefficients stay shared by the batch (batch size 1) all the
-    way to the inputs, so the batch is neither split nor counted when sizing chunks."""
+    way to the inputs, so the batch is neither split nor counted when sizing chunks. Without
+    ``flat`` every row gets both bounds (see :func:`_refine`)."""
     return _refine(ctx, name, [], bounds, int(ctx.opts.get("max_elements", 2 ** 25)),
-                   shared=True)
+                   shared=True, flat=flat)
 
 
 def _image_of_refined(ctx, name, exact) -> bool:
@@ -265,7 +267,8 @@ def _image_of_refined(ctx, name, exact) -> bool:
     return len(node.inputs) == 1 and node.inputs[0] in exact
 
 
-def _refine(ctx, name, consumers, bounds, budget, shared: bool = False) -> Interval:
+def _refine(ctx, name, consumers, bounds, budget, shared: bool = False,
+            flat: bool = True) -> Interval:
     """CROWN bounds of node ``name``'s neurons that its consumers want refined, intersected
     with its current (IBP) interval ``bounds[name]``.
 
@@ -312,7 +315,7 @@ def _refine(ctx, name, consumers, bounds, budget, shared: bool = False) -> Inter
     tile = ctx.opts.get("tile") if ctx.opts.get("windows", True) else 0
     if tile is None:
         tile = _tile_size(shape, rows.numel())
-    flat = _flat_rule(ctx, name)
+    flat = _flat_rule(ctx, name) if flat else None
 
     def put(new, old, idx, val, better):
         # a row refines only the examples whose consumers asked for it, so that an example's
