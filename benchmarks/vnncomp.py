@@ -9,7 +9,9 @@ optionally, ``expected`` (``sat``/``unsat``) and ``timeout``. Per family (the fi
 the onnx path) it reports: proved (``unsat``), counterexamples found (``sat``, each re-checked
 here with onnxruntime), unknown, timeout, errors, **wrong answers** (an ``unsat`` on a ``sat``
 instance, a ``sat`` on an ``unsat`` one, or a counterexample onnxruntime does not confirm: must
-be 0) and mean time. Writes ``benchmarks/results/vnncomp.json`` and ``vnncomp.md``.
+be 0) and mean time. Writes ``benchmarks/results/vnncomp.json`` and ``vnncomp.md``; when a
+previous result file of the same name exists, the Markdown also compares each family with it
+(before and after, with both commits), and the JSON keeps that summary under ``previous``.
 """
 from __future__ import annotations
 
@@ -110,7 +112,8 @@ def summarise(results) -> "OrderedDict[str, dict]":
 def markdown(report: dict, stamp: dict, command: str) -> str:
     lines = ["# VNN-COMP instances", "",
              f"Verifier: `boundgraph.verify` (method {report['method']}: attack, IBP, CROWN-IBP, "
-             "CROWN, then input bisection for inputs of at most 32 dimensions), per-instance "
+             "CROWN, then input bisection for inputs of at most 32 dimensions, alpha-CROWN and "
+             "branch and bound on ReLU splits for larger ones), per-instance "
              f"timeout {report['timeout']:g} s, float64 bounds.",
              f"Machine: {stamp.get('cpu', '?')}, {stamp.get('cores', '?')} cores (shared), "
              f"torch {stamp.get('torch', '?')}, commit {stamp.get('commit', '?')}, "
@@ -122,6 +125,20 @@ def markdown(report: dict, stamp: dict, command: str) -> str:
         lines.append(f"| {name} | {f['instances']} | {f['expected_unsat']} | {f['expected_sat']} "
                      f"| {f['proved']} | {f['counterexamples']} | {f['unknown']} | "
                      f"{f['timeout']} | {f['error']} | {f['wrong']} | {f['mean_time']:.2f} |")
+    prev = report.get("previous")
+    if prev:
+        lines += ["", f"Against the previous run (commit {prev.get('commit', '?')}, "
+                      f"{prev.get('date', '?')}; before -> after):", "",
+                  "| family | proved | counterexamples | unknown | timeout | wrong | "
+                  "mean time (s) |", "|---|---|---|---|---|---|---|"]
+        for name, f in report["families"].items():
+            b = prev["families"].get(name)
+            if b is None:
+                continue
+            cells = [f"{b[k]} -> {f[k]}" for k in ("proved", "counterexamples", "unknown",
+                                                    "timeout", "wrong")]
+            lines.append(f"| {name} | " + " | ".join(cells)
+                         + f" | {b['mean_time']:.2f} -> {f['mean_time']:.2f} |")
     lines += ["", "Per instance:", "",
               "| onnx | vnnlib | expected | verdict | time (s) | stage |",
               "|---|---|---|---|---|---|"]
@@ -155,6 +172,15 @@ def main(argv=None) -> int:
     report["command"] = command.strip()
     out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
+    old = out / f"{args.out_name}.json"
+    if old.exists():
+        try:
+            before = json.loads(old.read_text())
+            report["previous"] = {"families": before["families"],
+                                  "commit": before.get("machine", {}).get("commit"),
+                                  "date": before.get("machine", {}).get("date")}
+        except (ValueError, KeyError):
+            pass
     (out / f"{args.out_name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{args.out_name}.md").write_text(markdown(report, stamp, report["command"]))
     for name, f in report["families"].items():

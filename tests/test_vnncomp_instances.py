@@ -123,3 +123,9 @@ def test_benchmark_script_reports_per_family(tmp_path, monkeypatch):
     assert fam["instances"] == 5 and fam["wrong"] == 0
     assert fam["proved"] + fam["counterexamples"] + fam["unknown"] + fam["timeout"] == 5
     assert "| test | 5 |" in (tmp_path / "smoke.md").read_text()
+    # a second run compares itself with the first
+    assert vnncomp.main(["--csv", EXPECTED, "--family", "test", "--timeout", "20", "--quiet",
+                         "--out-name", "smoke"]) == 0
+    again = json.loads((tmp_path / "smoke.json").read_text())
+    assert again["previous"]["families"]["test"]["instances"] == 5
+    assert "Against the previous run" in (tmp_path / "smoke.md").read_text()
