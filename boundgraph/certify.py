@@ -23,7 +23,8 @@ __all__ = ["certified_accuracy", "robustness_vnnlib"]
 # ---------------------------------------------------------------------------------- data sets
 def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: int | None = None,
                        batch_size: int = 64, lower: float = 0.0, upper: float = 1.0,
-                       attack_steps: int = 20, progress: bool = True) -> dict:
+                       attack_steps: int = 20, progress: bool = True,
+                       bab_timeout: float = 0.0) -> dict:
     """Fraction of a data set certified robust in the L-infinity ball of radius ``eps``
     (clipped to ``[lower, upper]``).
 
@@ -31,10 +32,17 @@ def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: i
     ``(images, labels)`` data set (e.g. :func:`boundgraph.data.load_dataset`). An example counts
     as certified when it is classified correctly and every margin's lower bound is positive.
     ``method`` ``"auto"`` tries IBP, then CROWN-IBP for the examples IBP leaves, then CROWN and
-    alpha-CROWN for the rest; a single method name uses only that one. A PGD attack on the uncertified examples
-    gives an upper bound on robust accuracy. Returns a dict: ``n``, ``clean``, ``certified``,
-    ``certified_fraction``, ``pgd_robust`` (fraction not broken by PGD), ``by_method`` (how many
-    examples each method certified first), ``method``, ``eps``, ``time``.
+    alpha-CROWN for the rest; a single method name uses only that one. A PGD attack on the
+    uncertified examples gives an upper bound on robust accuracy. With ``bab_timeout > 0``
+    every example still open after the attack goes to the complete verifier
+    (:func:`boundgraph.verify.verify` with ``method="bab"``: branch and bound on activation
+    splits) for at most that many seconds: ``unsat`` certifies it (counted under ``"bab"``),
+    ``sat`` is a counterexample (it leaves the PGD-robust count).
+
+    Returns a dict: ``n``, ``clean``, ``certified``, ``certified_fraction``, ``pgd_robust``
+    (fraction not broken by PGD or, with branch and bound, by a counterexample), ``by_method``
+    (how many examples each method certified first), ``method``, ``eps``, ``time``, and with
+    branch and bound ``bab_open`` (examples it left undecided).
     """
     from tqdm import tqdm
 
@@ -52,6 +60,9 @@ def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: i
     bm = model if isinstance(model, BoundedModule) else None
     counts = {"n": 0, "clean": 0, "certified": 0, "pgd_robust": 0}
     by_method = {m: 0 for m in ladder}
+    if bab_timeout > 0:
+        by_method["bab"] = 0
+        counts["bab_open"] = 0
     bar = tqdm(range(0, total, batch_size), desc=f"certify eps={eps:g}", unit="batch",
                disable=not progress)
     was_training = (bm.model if bm is not None else model).training
@@ -89,6 +100,17 @@ def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: i
                 broken = pgd_margin_attack(bm, x[left], y[left], lo, hi, steps=attack_steps,
                                            restarts=1)
                 robust[left[broken]] = False
+            if bab_timeout > 0:
+                for i in (correct & ~cert & robust).nonzero().flatten().tolist():
+                    verdict = _complete(bm, x[i], int(y[i]), eps, K, lower, upper,
+                                        bab_timeout)
+                    if verdict == "unsat":
+                        cert[i] = True
+                        by_method["bab"] += 1
+                    elif verdict == "sat":
+                        robust[i] = False
+                    else:
+                        counts["bab_open"] += 1
             counts["n"] += len(items)
             counts["clean"] += int(correct.sum())
             counts["certified"] += int(cert.sum())
@@ -97,11 +119,25 @@ def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: i
     finally:
         (bm.model if bm is not None else model).train(was_training)
     N = max(1, counts["n"])
-    return {"n": counts["n"], "eps": eps, "method": method,
-            "clean": counts["clean"] / N, "certified": counts["certified"],
-            "certified_fraction": counts["certified"] / N,
-            "pgd_robust": counts["pgd_robust"] / N, "by_method": by_method,
-            "time": time.perf_counter() - t0}
+    out = {"n": counts["n"], "eps": eps, "method": method,
+           "clean": counts["clean"] / N, "certified": counts["certified"],
+           "certified_fraction": counts["certified"] / N,
+           "pgd_robust": counts["pgd_robust"] / N, "by_method": by_method,
+           "time": time.perf_counter() - t0}
+    if bab_timeout > 0:
+        out["bab_open"] = counts["bab_open"]
+        out["bab_timeout"] = bab_timeout
+    return out
+
+
+def _complete(bm, x, label, eps, K, lower, upper, timeout) -> str:
+    """The complete verifier's verdict on one example's robustness."""
+    from .verify import verify
+    from .vnnlib import parse_vnnlib
+
+    prop = parse_vnnlib(robustness_vnnlib(x, label, eps, num_classes=K, lower=lower,
+                                          upper=upper))
+    return verify(bm, prop, timeout=timeout, method="bab", attack_budget=0.1).verdict
 
 
 # ---------------------------------------------------------------------------------- one example

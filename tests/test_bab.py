@@ -270,3 +270,24 @@ def test_bab_returns_timeout_within_ten_percent_of_its_budget():
     took = time.perf_counter() - t0
     assert r.verdict == "timeout", r
     assert took <= 1.1 * budget, took
+
+
+def test_certified_accuracy_with_bab_certifies_at_least_what_bounds_do_and_stays_consistent():
+    from boundgraph.certify import certified_accuracy
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(40, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(),
+                        nn.Linear(24, 3))
+    x = torch.rand(12, 40)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    data = list(zip(x, y))
+    # at this radius alpha-CROWN certifies half the examples and branch and bound the rest
+    plain = certified_accuracy(net, data, 0.2, progress=False)
+    full = certified_accuracy(net, data, 0.2, progress=False, bab_timeout=5.0)
+    assert plain["certified"] < 12 and full["by_method"]["bab"] > 0
+    assert full["certified"] == plain["certified"] + full["by_method"]["bab"]
+    # certified examples are never broken; every example is decided or counted open
+    assert full["certified"] / full["n"] <= full["pgd_robust"] <= plain["pgd_robust"]
+    decided_or_open = full["certified"] + full["bab_open"] + round((1 - full["pgd_robust"]) * 12)
+    assert decided_or_open == 12

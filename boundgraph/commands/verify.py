@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", metavar="DIR", help="folder with the data files")
     p.add_argument("--split", default="test")
     p.add_argument("--eps", type=float, help="L-inf radius for certified accuracy")
+    p.add_argument("--bab-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="certified accuracy: give each example the bounds leave open up to "
+                        "this many seconds of branch and bound (default 0: none)")
     p.add_argument("-n", "--limit", type=int, dest="limit", help="first N examples")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print a JSON report")
@@ -229,8 +232,11 @@ def _run_dataset(args) -> int:
         raise InputError("--dataset is needed for certified accuracy (e.g. mnist-test100)")
     model = load_model(args.model, args.checkpoint, args.dataset)
     ds = load_dataset(args.dataset, args.split, args.data_root, limit=args.limit)
+    if args.bab_timeout < 0:
+        raise InputError(f"--bab-timeout must be >= 0, got {args.bab_timeout}")
     rep = certified_accuracy(model, ds, args.eps, method=args.method,
-                             batch_size=args.batch_size, progress=not args.quiet)
+                             batch_size=args.batch_size, progress=not args.quiet,
+                             bab_timeout=args.bab_timeout)
     rep["model"] = args.model
     rep["dataset"] = args.dataset
     if args.json:
