@@ -81,6 +81,10 @@ def run_row(run) -> dict:
     row["num_examples"] = test["num_examples"]
     row["num_examples_crown"] = test["num_examples_crown"]
     row["eps_label"] = eps_label(row["eps"], row["dataset"])
+    norm = run.get("norm", test.get("norm", "inf"))
+    if norm != "inf":
+        row["norm"] = norm
+        row["eps_label"] += f" (l{norm})"
     return row
 
 
