@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .bounded import METHODS, BoundedModule
+from .distributed import all_sum, rank_world, strided
 from .errors import InputError
 from .verify import LADDER
 
@@ -37,7 +38,9 @@ def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: i
     every example still open after the attack goes to the complete verifier
     (:func:`boundgraph.verify.verify` with ``method="bab"``: branch and bound on activation
     splits) for at most that many seconds: ``unsat`` certifies it (counted under ``"bab"``),
-    ``sat`` is a counterexample (it leaves the PGD-robust count).
+    ``sat`` is a counterexample (it leaves the PGD-robust count). Under ``torchrun`` every
+    process takes every world-th batch and the counts are summed: each process returns the
+    report of the whole data set.
 
     Returns a dict: ``n``, ``clean``, ``certified``, ``certified_fraction``, ``pgd_robust``
     (fraction not broken by PGD or, with branch and bound, by a counterexample), ``by_method``
@@ -63,8 +66,11 @@ def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: i
     if bab_timeout > 0:
         by_method["bab"] = 0
         counts["bab_open"] = 0
-    bar = tqdm(range(0, total, batch_size), desc=f"certify eps={eps:g}", unit="batch",
-               disable=not progress)
+    # under torchrun each process takes every world-th batch; counts are summed at the end
+    rank, world = rank_world()
+    starts = list(range(0, total, batch_size))
+    bar = tqdm([starts[k] for k in strided(len(starts), rank, world)],
+               desc=f"certify eps={eps:g}", unit="batch", disable=not progress or rank != 0)
     was_training = (bm.model if bm is not None else model).training
     (bm.model if bm is not None else model).eval()
     try:
@@ -118,6 +124,9 @@ def certified_accuracy(model, dataset, eps: float, *, method: str = "auto", n: i
             bar.set_postfix(certified=f"{counts['certified'] / counts['n']:.3f}")
     finally:
         (bm.model if bm is not None else model).train(was_training)
+    summed = all_sum({**counts, **{f"by_{k}": v for k, v in by_method.items()}})
+    by_method = {k: summed.pop(f"by_{k}") for k in by_method}
+    counts = summed
     N = max(1, counts["n"])
     out = {"n": counts["n"], "eps": eps, "method": method,
            "clean": counts["clean"] / N, "certified": counts["certified"],

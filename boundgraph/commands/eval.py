@@ -2,6 +2,7 @@
 test split.
 
     boundgraph eval runs/mnist-ibp/best.pt --eps 0.1 --json
+    torchrun --nproc_per_node 4 -m boundgraph eval runs/mnist-ibp/best.pt   # batches split
     boundgraph eval runs/l2/best.pt --norm 2 --eps 0.5
     boundgraph eval runs/cnn7/best.pt --eps 0.4 --methods ibp,crown-ibp --limit 1000
 
@@ -41,6 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per process (default: cores / processes on this machine)")
     p.set_defaults(func=run)
 
 
@@ -61,7 +64,13 @@ def run(args) -> int:
     if args.pgd_steps < 0 or args.pgd_restarts < 1:
         raise InputError("--pgd-steps must be >= 0 and --pgd-restarts >= 1")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from ..distributed import default_threads, init_distributed
+
     device = resolve_device(args.device)
+    rank, _ = init_distributed(device)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads or default_threads())
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
     cfg = ckpt.config
     eps = args.eps if args.eps is not None else (
@@ -85,6 +94,8 @@ def run(args) -> int:
     report = {"checkpoint": str(args.checkpoint), "model": cfg.get("model"),
               "method": cfg.get("method"), "dataset": dataset, "split": args.split,
               "epoch": ckpt.epoch, **report}
+    if rank != 0:  # under torchrun every process holds the report; the first one writes it
+        return 0
     text = json.dumps(report, indent=None if args.json else 2)
     if args.out:
         from pathlib import Path

@@ -7,7 +7,17 @@
 The first form prints the verdict (``sat``, ``unsat``, ``unknown``, ``timeout``) and writes the
 VNN-COMP result file (the verdict, then the counterexample for ``sat``). The second runs every
 row ``onnx,vnnlib[,timeout]`` of a csv (paths relative to it) and writes a csv of verdicts and
-times. The third reports the fraction of a data set certified robust.
+times; rows are appended as they finish, and ``--resume`` after a kill runs only the rest. The
+third reports the fraction of a data set certified robust.
+
+The second and third forms scale out with ``torchrun`` (one machine or several)::
+
+    torchrun --nproc_per_node 4 -m boundgraph verify --instances instances.csv --out results.csv
+    torchrun --nproc_per_node 4 -m boundgraph verify --checkpoint run/best.pt --dataset mnist \
+        --eps 0.1
+
+Instances are shared among the processes by their time budgets, data set batches in turn; the
+first process writes the same results file, or prints the same report, as one process would.
 """
 from __future__ import annotations
 
@@ -53,13 +63,26 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="with --instances: keep the rows an interrupted run already wrote to "
+                        "--out (and its part files) and run only the others")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per process (default: cores / processes on this "
+                        "machine, at most 4)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import torch
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    from ..distributed import default_threads, init_distributed
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    if args.resume and not (args.instances and args.out):
+        raise InputError("--resume continues a --instances run: give the same --out file")
+    init_distributed()
+    torch.set_num_threads(args.threads or max(1, min(default_threads(), 4)))
     if args.timeout is not None and args.timeout <= 0:
         raise InputError(f"--timeout must be > 0, got {args.timeout}")
     if args.instances:
@@ -102,12 +125,15 @@ def _run_one(args) -> int:
 
 
 def _run_instances(args) -> int:
+    from ..distributed import is_main
     from ..instances import verify_instances
 
     rows = verify_instances(args.instances, args.out, timeout=args.timeout,
                             max_timeout=args.max_timeout, method=args.method,
                             results_dir=args.results_dir, progress=not args.quiet,
-                            bisect=not args.no_bisect, seed=args.seed)
+                            resume=args.resume, bisect=not args.no_bisect, seed=args.seed)
+    if not is_main():  # under torchrun the first process reports
+        return 0
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
@@ -239,6 +265,10 @@ def _run_dataset(args) -> int:
                              bab_timeout=args.bab_timeout)
     rep["model"] = args.model
     rep["dataset"] = args.dataset
+    from ..distributed import is_main
+
+    if not is_main():  # under torchrun every process holds the report; the first one prints
+        return 0
     if args.json:
         print(json.dumps(rep, indent=2))
     else:

@@ -25,6 +25,7 @@ import torch
 from ..attack import pgd_margin_attack
 from ..bounded import METHODS as BOUND_METHODS
 from ..bounded import BoundedModule
+from ..distributed import all_sum, rank_world, strided
 from ..errors import InputError
 from ..perturbation import INF, LpBall, norm_name, parse_p
 from ..spec import margin_spec
@@ -126,11 +127,16 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
         progress: show a tqdm progress bar (on stderr).
         norm: the ball's norm: 1, 2 or inf (the default; also ``"inf"``).
 
+    Under ``torchrun`` (a process group joined, see :mod:`boundgraph.distributed`) every
+    process evaluates every world-th batch and the counts are summed, so each process returns
+    the report a single process would (the attack is seeded per batch).
+
     Returns:
-        A JSON-ready dict: ``eps``, ``norm`` (``"1"``, ``"2"`` or ``"inf"``), ``num_examples``, ``clean_error``, ``pgd_error``,
-        ``certified_error_ibp``, ``certified_error_crown_ibp``, ``certified_error_crown``,
-        ``certified_error_alpha_crown`` (fractions in [0, 1]; None for a method not run), ``num_examples_crown``, ``pgd``
-        settings and ``time_s``.
+        A JSON-ready dict: ``eps``, ``norm`` (``"1"``, ``"2"`` or ``"inf"``),
+        ``num_examples``, ``clean_error``, ``pgd_error``, ``certified_error_ibp``,
+        ``certified_error_crown_ibp``, ``certified_error_crown``,
+        ``certified_error_alpha_crown`` (fractions in [0, 1]; None for a method not run),
+        ``num_examples_crown``, ``pgd`` settings and ``time_s``.
     """
     from tqdm.auto import tqdm
 
@@ -155,15 +161,22 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
     bm.to(device)
     was_training = bm.model.training
     bm.model.eval()
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    totals: dict[str, int] = {}
+    totals: dict[str, int] = {"clean": 0, **({"pgd": 0} if pgd_steps > 0 else {}),
+                              **{f"certified_{m}": 0 for m in methods}}
     n = 0
     n_crown = 0
     t0 = time.perf_counter()
+    # under torchrun each process takes every world-th batch; the attack's random restarts are
+    # seeded per batch, so the report is the same whatever the number of processes
+    rank, world = rank_world()
+    starts = list(range(0, len(X), batch_size))
+    mine = [starts[k] for k in strided(len(starts), rank, world)]
     try:
-        bar = tqdm(total=len(X), desc=f"evaluate eps={eps:g}" + ("" if p == INF else f" (l{int(p)})"), unit="img", disable=not progress,
-                   leave=False)
-        for start in range(0, len(X), batch_size):
+        desc = f"evaluate eps={eps:g}" + ("" if p == INF else f" (l{int(p)})")
+        bar = tqdm(total=sum(min(batch_size, len(X) - s) for s in mine), desc=desc, unit="img",
+                   disable=not progress or rank != 0, leave=False)
+        for start in mine:
+            gen = torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + start)
             xb = X[start:start + batch_size].to(device)
             yb = Y[start:start + batch_size].to(device)
             mask = None
@@ -181,6 +194,9 @@ def evaluate(model, dataset, eps: float, methods: Sequence[str] = DEFAULT_METHOD
         bar.close()
     finally:
         bm.model.train(was_training)
+    summed = all_sum({**totals, "n": n, "n_crown": n_crown})
+    n, n_crown = summed.pop("n"), summed.pop("n_crown")
+    totals = summed
     report = {
         "eps": float(eps),
         "norm": norm_name(p),

@@ -47,6 +47,7 @@ from torch.utils.data import DistributedSampler
 
 from ..bounded import BoundedModule
 from ..errors import BoundGraphError, InputError
+from ..distributed import init_distributed  # noqa: F401  (re-exported)
 from ..perturbation import parse_p
 from .checkpoint import (FORMAT, VERSION, read_checkpoint, rng_state, save_atomic,
                          set_rng_state, write_text_atomic)
@@ -103,23 +104,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available")
     return dev
-
-
-def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes in the environment, if any.
-
-    Uses nccl for CUDA devices and gloo otherwise. Returns ``(rank, world_size)``;
-    ``(0, 1)`` when not launched by torchrun.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
-    if device is not None and device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size()
 
 
 def _dist() -> tuple[int, int]:
