@@ -29,20 +29,33 @@ def pgd_minimize(objective: Callable[[torch.Tensor], torch.Tensor], lower: torch
     (which contains the center, so the clip keeps it in the ball).
     """
     if ball is not None:
-        return _pgd_ball(objective, lower, upper, ball, steps, restarts, step_size, start,
-                         generator)
-    if step_size is None:
-        step_size = (upper - lower) / 4
-    best_x = None
-    best_v = None
+        step_size, first, again, move = _ball_moves(lower, upper, ball, step_size, start,
+                                                    generator)
+    else:
+        if step_size is None:
+            step_size = (upper - lower) / 4
+
+        def first():
+            return (lower + upper) / 2 if start is None else start.clone()
+
+        def again():
+            u = torch.rand(lower.shape, dtype=lower.dtype, device=lower.device,
+                           generator=generator)
+            return lower + u * (upper - lower)
+
+        def move(x, g, alpha):
+            return torch.clamp(x - alpha * g.sign(), min=lower, max=upper)
+    return _descend(objective, steps, restarts, step_size, first, again, move)
+
+
+def _descend(objective, steps, restarts, step_size, first, again, move):
+    """The PGD loop: from ``first()`` and then ``again()`` for each restart, ``steps`` steps
+    ``move(x, gradient, step size)`` (the step size halved at half and three quarters of the
+    way); the best point of every example and its value."""
+    best_x = best_v = None
     with torch.enable_grad():
         for r in range(max(1, restarts)):
-            if r == 0:
-                x = (lower + upper) / 2 if start is None else start.clone()
-            else:
-                u = torch.rand(lower.shape, dtype=lower.dtype, device=lower.device,
-                               generator=generator)
-                x = lower + u * (upper - lower)
+            x = first() if r == 0 else again()
             alpha = step_size
             for i in range(steps):
                 x = x.detach().requires_grad_(True)
@@ -50,7 +63,7 @@ def pgd_minimize(objective: Callable[[torch.Tensor], torch.Tensor], lower: torch
                 g, = torch.autograd.grad(v.sum(), x)
                 with torch.no_grad():
                     best_x, best_v = _keep_best(best_x, best_v, x, v)
-                    x = torch.clamp(x - alpha * g.sign(), min=lower, max=upper)
+                    x = move(x, g, alpha)
                 if i == steps // 2 or i == (3 * steps) // 4:
                     alpha = alpha / 2
             with torch.no_grad():
@@ -59,39 +72,33 @@ def pgd_minimize(objective: Callable[[torch.Tensor], torch.Tensor], lower: torch
     return best_x.detach(), best_v.detach()
 
 
-def _pgd_ball(objective, lower, upper, ball, steps, restarts, step_size, start, generator):
+def _ball_moves(lower, upper, ball, step_size, start, generator):
+    """Step size, starts and step of PGD in the l1 / l2 ball ``(center, eps, p)`` within the
+    box: steps along the gradient scaled to unit l2 norm (in coordinates scaled by ``eps``),
+    each point projected onto the ball and clipped to the box."""
     center, eps, p = ball
     e = torch.as_tensor(eps, dtype=center.dtype, device=center.device)
     project = _project_l2 if p == 2 else _project_l1
     if step_size is None:
         step_size = 0.5 * float(e.max()) if e.numel() else 0.0
-    best_x = best_v = None
-    with torch.enable_grad():
-        for r in range(max(1, restarts)):
-            if r == 0:
-                x = center.clone() if start is None else start.clone()
-            else:  # a random direction at a random radius
-                d = torch.randn(center.shape, dtype=center.dtype, device=center.device,
-                                generator=generator)
-                rad = torch.rand(center.shape[0], dtype=center.dtype, device=center.device,
-                                 generator=generator)
-                x = center + e * rad.view(-1, *[1] * (d.dim() - 1)) * _unit(d, p)
-            x = torch.clamp(center + e * project((x - center) / _nz(e)), lower, upper)
-            alpha = step_size
-            for i in range(steps):
-                x = x.detach().requires_grad_(True)
-                v = objective(x)
-                g, = torch.autograd.grad(v.sum(), x)
-                with torch.no_grad():
-                    best_x, best_v = _keep_best(best_x, best_v, x, v)
-                    z = (x - alpha * _unit(g * e, 2) * e - center) / _nz(e)
-                    x = torch.clamp(center + e * project(z), min=lower, max=upper)
-                if i == steps // 2 or i == (3 * steps) // 4:
-                    alpha = alpha / 2
-            with torch.no_grad():
-                v = objective(x)
-                best_x, best_v = _keep_best(best_x, best_v, x, v)
-    return best_x.detach(), best_v.detach()
+
+    def into_set(x):
+        return torch.clamp(center + e * project((x - center) / _nz(e)), lower, upper)
+
+    def first():
+        return into_set(center.clone() if start is None else start.clone())
+
+    def again():  # a random direction at a random radius
+        d = torch.randn(center.shape, dtype=center.dtype, device=center.device,
+                        generator=generator)
+        rad = torch.rand(center.shape[0], dtype=center.dtype, device=center.device,
+                         generator=generator)
+        return into_set(center + e * rad.view(-1, *[1] * (d.dim() - 1)) * _unit(d, p))
+
+    def move(x, g, alpha):
+        return into_set(x - alpha * _unit(g * e, 2) * e)
+
+    return step_size, first, again, move
 
 
 def _nz(e):
