@@ -227,8 +227,11 @@ class _Problem:
             extra = {}
             if method == "alpha-crown":  # its optimisation stops when the time is up
                 extra["alpha_time_limit"] = max(0.0, self.left())
+            # the split scores differentiate the bound in the box's corners: through the
+            # intermediate bounds too, whose relaxations carry most of the box's effect
             lb, _ = self.bm.compute_bounds(x, box, method=method, C=group.C.unsqueeze(0),
-                                           bound_upper=False, relu_lower=relu_lower, **extra)
+                                           bound_upper=False, relu_lower=relu_lower,
+                                           intermediate_grad=grad, **extra)
         self.stats["bounded_boxes"] += N
         return lb
 

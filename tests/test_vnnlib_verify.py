@@ -394,3 +394,36 @@ def test_auto_ladder_ends_with_alpha_crown_which_proves_what_fixed_slopes_cannot
     assert res.verdict == "unsat", res
     assert res.details["methods"][-1] == "alpha-crown"
     assert "crown[zero]" in res.details["methods"]
+
+
+def test_bisection_split_scores_are_the_derivative_of_the_bound_through_every_layer():
+    """The input-bisection scores differentiate the CROWN bound in the box's corners through
+    the intermediate bounds too (held constant, ACAS Xu bisection slowed from 0.4 s to a
+    timeout on some properties); finite differences of the bound agree with them."""
+    from boundgraph.verify_problem import _Problem
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 24), torch.nn.ReLU(), torch.nn.Linear(24, 24),
+                              torch.nn.ReLU(), torch.nn.Linear(24, 1)).double()
+    bm = bg.BoundedModule(net, torch.zeros(1, 5, dtype=torch.float64))
+    lo, hi = -np.ones(5) * 0.4, np.ones(5) * 0.4
+    prop = Property(5, 1, [Disjunct(lo, hi, np.ones((1, 1)), np.array([-100.0]))])
+    prob = _Problem(bm, prop, lambda g, x: None, deadline=math.inf, seed=0)
+    g = prob.groups[0]
+    L = torch.as_tensor(lo).reshape(1, 5).requires_grad_(True)
+    U = torch.as_tensor(hi).reshape(1, 5).requires_grad_(True)
+    lb = prob.bounds(g, L, U, "crown", grad=True)
+    dL, dU = torch.autograd.grad(lb.sum(), (L, U))
+    h = 1e-6
+    fd = []
+    for i in range(5):
+        e = torch.zeros(1, 5, dtype=torch.float64)
+        e[0, i] = h
+        with torch.no_grad():
+            up = prob.bounds(g, L.detach() + e, U.detach(), "crown")
+            down = prob.bounds(g, L.detach(), U.detach() - e, "crown")
+        fd.append([float(up - lb) / h, float(lb - down) / h])
+    fd = torch.tensor(fd, dtype=torch.float64)
+    ad = torch.stack([dL[0], dU[0]], 1)
+    assert torch.nn.functional.cosine_similarity(fd.flatten(), ad.flatten(), dim=0) > 0.999
+    assert ad.abs().sum() > 0
