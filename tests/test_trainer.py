@@ -192,6 +192,30 @@ def test_evaluate_reports_ordered_error_fractions():
         evaluate(result.model, test, 0.1, methods=["alpha"])
 
 
+@pytest.mark.parametrize("trained", [False, True], ids=["random", "trained"])
+def test_evaluation_report_orders_clean_pgd_certified_on_one_denominator(trained):
+    torch.manual_seed(2)
+    model = fit(mlp(), blobs(n=200), method="ibp", **FAST).model if trained else mlp()
+    test = blobs(n=60, seed=7)
+    for eps in (0.0, EPS, 3 * EPS):
+        r = evaluate(model, test, eps, methods=("ibp", "crown-ibp", "crown", "alpha-crown"),
+                     crown_limit=20, pgd_steps=5, progress=False)
+        sub = r["subset"]
+        assert sub is not None and sub["num_examples"] == 20
+        for rep in (r, sub):  # every figure of a column over the same examples
+            assert rep["clean_error"] <= rep["pgd_error"] <= rep["certified_error"]
+            # the combination is no worse than any one method's figure on the same examples
+            for m in ("ibp", "crown_ibp"):
+                assert rep["certified_error"] <= rep[f"certified_error_{m}"]
+        for m in ("crown", "alpha_crown"):
+            assert sub["certified_error"] <= sub[f"certified_error_{m}"]
+            assert r[f"certified_error_{m}"] == sub[f"certified_error_{m}"]
+        assert sub["certified_error"] <= r["certified_error"] * 60 / 20 + 1e-12
+    full = evaluate(model, test, EPS, crown_limit=None, pgd_steps=5, progress=False)
+    assert full["subset"] is None
+    assert full["clean_error"] <= full["pgd_error"] <= full["certified_error"]
+
+
 def test_config_resolution_and_recipes():
     cfg = resolve_config("improved-ibp", "mnist-cnn7")
     assert (cfg.model, cfg.dataset, cfg.eps, cfg.epochs, cfg.batch_size) == \

@@ -111,25 +111,36 @@ def run(args) -> int:
 
 
 def format_report(r: dict) -> str:
-    """A few human-readable lines of an evaluation report."""
+    """A few human-readable lines of an evaluation report: every figure over all examples and,
+    when full CROWN ran on the first examples only, again over those (one denominator per
+    column)."""
     def pct(v):
-        return "  n/a" if v is None else f"{100 * v:6.2f}%"
+        return "n/a" if v is None else f"{100 * v:.2f}%"
 
-    lines = [f"{r.get('model') or 'model'} ({r.get('method')}), {r.get('dataset')} "
-             f"{r.get('split', 'test')}: {r['num_examples']} examples, eps {r['eps']:g}"
-             + ("" if r.get("norm", "inf") == "inf" else f" (l{r['norm']} ball)"),
-             f"  clean error              {pct(r['clean_error'])}",
-             f"  PGD error                {pct(r['pgd_error'])}"
-             + (f"   ({r['pgd']['steps']} steps, {r['pgd']['restarts']} restart(s))"
-                if r['pgd_error'] is not None else ""),
-             f"  certified error IBP      {pct(r['certified_error_ibp'])}",
-             f"  certified error CROWN-IBP{pct(r['certified_error_crown_ibp'])}",
-             f"  certified error CROWN    {pct(r['certified_error_crown'])}"
-             + (f"   (first {r['num_examples_crown']} examples)"
-                if r['certified_error_crown'] is not None
-                and r['num_examples_crown'] != r['num_examples'] else "")]
-    if r.get("certified_error_alpha_crown") is not None:
-        lines.append(f"  certified error a-CROWN  {pct(r['certified_error_alpha_crown'])}"
-                     + (f"   (first {r['num_examples_crown']} examples)"
-                        if r['num_examples_crown'] != r['num_examples'] else ""))
+    sub = r.get("subset")
+    head = (f"{r.get('model') or 'model'} ({r.get('method')}), {r.get('dataset')} "
+            f"{r.get('split', 'test')}: eps {r['eps']:g}"
+            + ("" if r.get("norm", "inf") == "inf" else f" (l{r['norm']} ball)"))
+    cols = [(f"all {r['num_examples']}", r)]
+    if sub:
+        cols.append((f"first {sub['num_examples']}", sub))
+    rows = [("clean error", "clean_error"), ("PGD error", "pgd_error"),
+            ("certified error (any method)", "certified_error"),
+            ("  IBP", "certified_error_ibp"), ("  CROWN-IBP", "certified_error_crown_ibp"),
+            ("  CROWN", "certified_error_crown"),
+            ("  alpha-CROWN", "certified_error_alpha_crown")]
+    lines = [head, f"  {'':30}" + "".join(f"{name:>14}" for name, _ in cols)]
+    for label, key in rows:
+        if all(c.get(key) is None for _, c in cols) and key.startswith("certified_error_"):
+            continue
+        vals = []
+        for _, c in cols:
+            v = c.get(key)
+            if key in ("certified_error_crown", "certified_error_alpha_crown") and sub and \
+                    c is r:
+                v = None  # over the first examples only: shown in their column
+            vals.append(pct(v))
+        lines.append(f"  {label:30}" + "".join(f"{v:>14}" for v in vals))
+    if r.get("pgd_error") is not None:
+        lines.append(f"  (PGD: {r['pgd']['steps']} steps, {r['pgd']['restarts']} restart(s))")
     return "\n".join(lines)
