@@ -103,6 +103,24 @@ def test_bounds_hold_over_the_l2_ball_on_random_residual_networks(seed):
     check_ball(net, x, 0.3, 2, lower=0.0, upper=1.0)
 
 
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_bounds_hold_over_the_l2_ball_on_random_sequence_networks(seed):
+    """Attention, normalisation, recurrent and elementwise blocks behind the exactly bounded
+    first layer (IBP and CROWN-IBP; full CROWN is covered on the other networks)."""
+    from random_seq_nets import random_seq_net
+
+    net = random_seq_net(seed).double()
+    x = torch.randn(2, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    bm = bg.BoundedModule(net, x)
+    gen = torch.Generator().manual_seed(1)
+    pts = torch.cat([ball_points(x, 0.3, 2, 300, gen), ball_points(x, 0.3, 2, 100, gen, True)])
+    with torch.no_grad():
+        out = net(pts).view(400, *net(x).shape)
+    for method in ("ibp", "crown-ibp"):
+        lb, ub = bm.compute_bounds(x, bg.LpBall(0.3, 2), method=method)
+        assert (out >= lb - 1e-9).all() and (out <= ub + 1e-9).all(), method
+
+
 @pytest.mark.parametrize("per", ["channel", "example"])
 def test_bounds_hold_over_per_channel_and_per_example_eps(per):
     model = cnn(4).double()

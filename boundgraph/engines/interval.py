@@ -79,10 +79,17 @@ def _ball_radii(ctx: Context, frontier: set[str]) -> dict | None:
     g = ctx.graph
     ctx0 = replace(ctx, sets=zero_sets)
     out: dict = {}
+    like = ctx.box.lower
     for name in frontier:
-        shape = (1, *g.nodes[name].shape)
-        inf = torch.full(shape, math.inf, dtype=ctx.box.lower.dtype, device=ctx.box.lower.device)
-        r = refine(ctx0, name, {name: Interval(-inf, inf)}, flat=False)
+        # affine rules only ask whether an input is bounded: zero intervals say so
+        bounds0 = {}
+        for a in g.batched_ancestors(name):
+            z = torch.zeros((1, *g.nodes[a].shape), dtype=like.dtype, device=like.device)
+            bounds0[a] = Interval(z, z)
+        inf = torch.full((1, *g.nodes[name].shape), math.inf, dtype=like.dtype,
+                         device=like.device)
+        bounds0[name] = Interval(-inf, inf)
+        r = refine(ctx0, name, bounds0, flat=False)
         out[name] = (r.upper - r.lower) / 2
     # the clean values of the affine nodes (the forward pass of the part the frontier needs)
     env = {name: s.center if s.is_ball else s.box.lower for name, s in ctx.sets.items()}
