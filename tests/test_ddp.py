@@ -32,7 +32,7 @@ SETTINGS = dict(method="crown-ibp", eps=0.04, epochs=2, batch_size=32, lr=1e-2,
                 grad_clip=1.0, progress=False)
 
 
-def _worker(rank, world, init_file, out_file):
+def _worker(rank, world, init_file, out_file, method="crown-ibp"):
     sys.path.insert(0, os.path.dirname(HERE))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
@@ -40,7 +40,7 @@ def _worker(rank, world, init_file, out_file):
     try:
         from boundgraph.training import fit
 
-        result = fit(_model(), _blobs(), **SETTINGS)
+        result = fit(_model(), _blobs(), **{**SETTINGS, "method": method})
         if rank == 0:
             state = {k: v.tolist() for k, v in result.model.state_dict().items()}
             with open(out_file, "w") as f:
@@ -50,15 +50,16 @@ def _worker(rank, world, init_file, out_file):
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_two_process_gloo_training_matches_single_process(tmp_path):
+@pytest.mark.parametrize("method", ["crown-ibp", "mtl-ibp"])
+def test_two_process_gloo_training_matches_single_process(tmp_path, method):
     from boundgraph.training import fit
 
     out_file = str(tmp_path / "rank0.json")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), out_file), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), out_file, method), nprocs=2, join=True)
     with open(out_file) as f:
         ddp = json.load(f)
 
-    single = fit(_model(), _blobs(), **SETTINGS)
+    single = fit(_model(), _blobs(), **{**SETTINGS, "method": method})
     assert len(ddp["history"]) == len(single.history) == 2
     for a, b in zip(ddp["history"], single.history):
         assert a["step"] == b["step"]

@@ -20,7 +20,8 @@ from ..errors import InputError
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="certified training (natural, IBP, CROWN-IBP, improved IBP)",
+        "train", help="certified training (natural, IBP, CROWN-IBP, improved IBP, SABR, "
+                      "MTL-IBP, CC-IBP, EXP-IBP)",
         description="Train a zoo model with certified training; checkpoints and metrics go "
                     "to --out. Settings resolve as: method defaults < --recipe < options.")
     p.add_argument("--model", help="zoo model name (models.MODELS), e.g. cnn_4layer, cnn7")
@@ -28,8 +29,17 @@ def register(subparsers) -> None:
                    help='extra model arguments as JSON, e.g. \'{"width": 32}\'')
     p.add_argument("--dataset", help="data set: mnist, fashion-mnist, cifar10")
     p.add_argument("--data-root", metavar="DIR", help="folder with the data files")
-    p.add_argument("--method", help="natural, ibp, crown-ibp or improved-ibp (default: the "
-                                    "recipe's, else ibp)")
+    p.add_argument("--method", help="natural, ibp, crown-ibp, improved-ibp, sabr, mtl-ibp, "
+                                    "cc-ibp or exp-ibp (default: the recipe's, else ibp)")
+    p.add_argument("--lambda", type=float, dest="sabr_lambda",
+                   help="sabr: radius of the small box as a fraction of eps, in (0, 1] "
+                        "(default 0.4)")
+    p.add_argument("--alpha", type=float, dest="mix_alpha",
+                   help="mtl-ibp, cc-ibp, exp-ibp: weight of the attack's loss, in [0, 1] "
+                        "(default 0.5)")
+    p.add_argument("--attack-steps", type=int,
+                   help="PGD steps of the attack inside sabr / mtl-ibp / cc-ibp / exp-ibp "
+                        "(default 8)")
     p.add_argument("--eps", type=float, help="training perturbation radius (in [0, 1] pixel "
                                              "units)")
     p.add_argument("--norm", choices=("inf", "2", "1"),
@@ -88,7 +98,9 @@ def run(args) -> int:
                      limit=args.limit, val_limit=args.val_limit, batch_size=args.batch_size,
                      lr=args.lr, warmup_epochs=args.warmup_epochs,
                      eps_ramp_epochs=args.eps_ramp_epochs, pgd_steps=args.pgd_steps,
-                     seed=args.seed, loss_fusion=args.loss_fusion, norm=args.norm)
+                     seed=args.seed, loss_fusion=args.loss_fusion, norm=args.norm,
+                     sabr_lambda=args.sabr_lambda, mix_alpha=args.mix_alpha,
+                     attack_steps=args.attack_steps)
     from ..training.config import resolve_config
 
     cfg = resolve_config(args.method, args.recipe, overrides)

@@ -47,7 +47,9 @@ class TrainConfig:
     ``kappa_start/end``, ``beta_start/end``, ``reg_lambda``/``reg_tol`` (warm-up regulariser;
     lambda 0 disables it), ``ibp_init``, ``loss_fusion`` (CROWN-IBP only: bound the loss with
     one backward row per example instead of K-1; see
-    :func:`~boundgraph.training.losses.fused_robust_ce`).
+    :func:`~boundgraph.training.losses.fused_robust_ce`), ``sabr_lambda`` (SABR's small-box
+    ratio, in (0, 1]), ``mix_alpha`` (the attack's weight in MTL-IBP, CC-IBP and EXP-IBP, in
+    [0, 1]), ``attack_steps`` (PGD steps of the attack inside those losses).
 
     Schedule and optimiser: ``epochs``, ``batch_size`` (global, split over processes),
     ``optimizer`` (adam or sgd), ``lr``, ``momentum``, ``weight_decay``, ``lr_milestones``
@@ -101,6 +103,9 @@ class TrainConfig:
     loss_fusion: bool = False
     reg_lambda: float = 0.0
     reg_tol: float = 0.5
+    sabr_lambda: float = 0.4
+    mix_alpha: float = 0.5
+    attack_steps: int = 8
     domain: list = field(default_factory=lambda: [0.0, 1.0])
     pgd_steps: int = 10
     pgd_restarts: int = 1
@@ -169,6 +174,16 @@ class TrainConfig:
         if self.loss_fusion and self.method != "crown-ibp":
             raise InputError(f"loss_fusion applies to crown-ibp training only (method is "
                              f"{self.method!r})")
+        if not (isinstance(self.sabr_lambda, (int, float)) and 0.0 < self.sabr_lambda <= 1.0):
+            raise InputError(f"sabr_lambda must lie in (0, 1], got {self.sabr_lambda!r}")
+        if not (isinstance(self.mix_alpha, (int, float)) and 0.0 <= self.mix_alpha <= 1.0):
+            raise InputError(f"mix_alpha must lie in [0, 1], got {self.mix_alpha!r}")
+        if isinstance(self.attack_steps, bool) or not isinstance(self.attack_steps, int) or \
+                self.attack_steps < 1:
+            raise InputError(f"attack_steps must be a positive integer, got "
+                             f"{self.attack_steps!r}")
+        if self.method == "sabr" and self.norm != "inf":
+            raise InputError("sabr is defined for l-inf balls (norm inf)")
         if len(self.domain) != 2 or not self.domain[0] < self.domain[1]:
             raise InputError(f"domain must be [lower, upper] with lower < upper, got "
                              f"{self.domain!r}")
@@ -204,6 +219,10 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # Shi et al. 2021: robust loss only, IBP init, warm-up regulariser, grad clip, smoothed ramp
     "improved-ibp": dict(kappa_start=0.0, kappa_end=0.0, ibp_init=True, reg_lambda=0.5,
                          reg_tol=0.5, grad_clip=10.0, eps_schedule="smoothed"),
+    # Mueller et al. 2023 and De Palma et al. 2024: the robust (mixed) loss alone, IBP
+    # initialisation, gradient clipping and the smoothed ramp of Shi et al. 2021
+    **{m: dict(kappa_start=0.0, kappa_end=0.0, ibp_init=True, grad_clip=10.0,
+               eps_schedule="smoothed") for m in ("sabr", "mtl-ibp", "cc-ibp", "exp-ibp")},
 }
 
 

@@ -43,6 +43,23 @@ robust IBP loss alone (kappa = 0), with BatchNorm using the clean batch's statis
 bounds (automatic in :class:`~boundgraph.BoundedModule` in ``model.train()`` mode) and the
 warm-up regularisers of :mod:`boundgraph.training.regularizers`.
 
+**Methods that mix IBP with an attack** (item: an adversarial point ``x_adv`` found by PGD in
+the ball, the library's :func:`~boundgraph.attack.pgd_minimize` on the traced model):
+
+* **SABR** (Mueller et al. 2023, "Certified training: small boxes are all you need"): IBP over
+  the small box of radius ``lambda * eps`` around ``x_adv``, where ``x_adv`` is searched in the
+  ball shrunk by ``(1 - lambda) eps`` so that the small box lies inside the ball (and the
+  domain). The loss is the robust CE of those margins: not a bound over the whole ball, a
+  cheaper and tighter proxy that regularises less.
+* **MTL-IBP** (De Palma et al. 2024, "Expressive losses for verified robustness via convex
+  combinations"): ``alpha * CE(f(x_adv), y) + (1 - alpha) * CE([0, -m_IBP], 0)``.
+* **CC-IBP** (same paper): the robust CE of the convex combination of margins
+  ``alpha * m(x_adv) + (1 - alpha) * m_IBP``.
+* **EXP-IBP** (same paper): ``CE(f(x_adv), y) ** alpha * CE([0, -m_IBP], 0) ** (1 - alpha)``.
+
+At ``alpha = 0`` MTL-IBP, CC-IBP and EXP-IBP are the IBP loss; at ``alpha = 1`` they are the
+attack's loss; SABR at ``lambda = 1`` is the IBP loss over the whole ball.
+
 Everything goes through the public API, so it works on any traced model.
 """
 from __future__ import annotations
@@ -61,7 +78,10 @@ __all__ = ["METHODS", "robust_ce", "ibp_mix", "margin_bounds", "fused_robust_ce"
            "LossResult"]
 
 #: training methods understood by :func:`certified_loss` (and the trainer).
-METHODS = ("natural", "ibp", "crown-ibp", "improved-ibp")
+METHODS = ("natural", "ibp", "crown-ibp", "improved-ibp", "sabr", "mtl-ibp", "cc-ibp",
+           "exp-ibp")
+#: the methods that look for an adversarial point inside the ball in every step
+ATTACK_METHODS = ("sabr", "mtl-ibp", "cc-ibp", "exp-ibp")
 
 
 def robust_ce(margins: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -171,6 +191,93 @@ def fused_robust_ce(bm, x: torch.Tensor, y: torch.Tensor, eps: float, *, beta: f
     return robust, m_lo
 
 
+def adversarial_point(bm, x, y, lo, hi, steps: int = 8, ball=None) -> torch.Tensor:
+    """A point of the box ``[lo, hi]`` (within ``ball`` if given) where the margin
+    ``f_y - max_{j != y} f_j`` is smallest, by PGD from ``x`` (no gradient to the model)."""
+    from ..attack import pgd_minimize
+
+    def margin(z):
+        out = bm(z)
+        true = out.gather(1, y[:, None]).squeeze(1)
+        other = out.masked_fill(F.one_hot(y, out.shape[1]).bool(), float("-inf")).max(1).values
+        return true - other
+
+    x_adv, _ = pgd_minimize(margin, lo.detach(), hi.detach(), steps=steps, restarts=1,
+                            start=x.detach().clamp(lo, hi), ball=ball)
+    return x_adv.detach()
+
+
+def sabr_box(x, x_adv, eps: float, lam: float, lower, upper):
+    """SABR's small box: radius ``lam * eps`` around ``x_adv`` moved (if needed) so that it lies
+    inside the l-inf ball of radius ``eps`` around ``x`` and inside ``[lower, upper]``."""
+    r = lam * eps
+    lo_c, hi_c = x - (eps - r), x + (eps - r)  # where the small box's centre may lie
+    if lower is not None:
+        lo_c = torch.maximum(lo_c, torch.as_tensor(lower + r, dtype=x.dtype))
+    if upper is not None:
+        hi_c = torch.minimum(hi_c, torch.as_tensor(upper - r, dtype=x.dtype))
+    c = torch.minimum(torch.maximum(x_adv, lo_c), hi_c)
+    lo, hi = c - r, c + r
+    if lower is not None:
+        lo = lo.clamp(min=lower)
+    if upper is not None:
+        hi = hi.clamp(max=upper)
+    # a domain narrower than the small box: keep it inside the ball all the same
+    return torch.maximum(lo, x - eps), torch.minimum(hi, x + eps)
+
+
+def _mixed_robust(bm, x, y, eps, method, K, lower, upper, p, lam, alpha, steps):
+    """The robust term ``(B,)`` and IBP-style margins ``(B, K-1)`` of the attack-mixing
+    methods (see the module docstring)."""
+    from ..perturbation import Box, LpBall
+
+    if p != math.inf and method == "sabr":
+        raise ValueError("sabr is defined for l-inf balls")
+    C = margin_spec(y, K, dtype=x.dtype)
+    ball = LpBall(float(eps), p, lower=lower, upper=upper)
+    lo, hi = ball.box(x)
+    was = bm.model.training
+    bm.model.eval()  # the attack sees the model as evaluation will
+    try:
+        if method == "sabr":  # search where the small box's centre may lie
+            x_adv = adversarial_point(bm, x, y, *_shrunk(x, eps, lam * eps, lower, upper),
+                                      steps)
+        else:
+            pball = None if p == math.inf else (x, float(eps), p)
+            x_adv = adversarial_point(bm, x, y, lo, hi, steps, pball)
+    finally:
+        bm.model.train(was)
+    if method == "sabr":
+        slo, shi = sabr_box(x, x_adv, eps, lam, lower, upper)
+        m, _ = bm.compute_bounds(x_adv, Box(slo, shi), method="ibp", C=C, bound_upper=False)
+        return robust_ce(m, reduction="none"), m
+    m_ibp, _ = bm.compute_bounds(x, ball, method="ibp", C=C, bound_upper=False)
+    adv_logits = bm(x_adv)
+    m_adv = torch.einsum("bsk,bk->bs", C, adv_logits)
+    if method == "cc-ibp":
+        m = alpha * m_adv + (1.0 - alpha) * m_ibp
+        return robust_ce(m, reduction="none"), m_ibp
+    l_ibp = robust_ce(m_ibp, reduction="none")
+    l_adv = F.cross_entropy(adv_logits, y, reduction="none")
+    if method == "mtl-ibp":
+        return alpha * l_adv + (1.0 - alpha) * l_ibp, m_ibp
+    # exp-ibp: a weighted geometric mean (both losses are positive)
+    tiny = torch.finfo(l_ibp.dtype).tiny
+    return torch.exp(alpha * torch.log(l_adv.clamp_min(tiny))
+                     + (1.0 - alpha) * torch.log(l_ibp.clamp_min(tiny))), m_ibp
+
+
+def _shrunk(x, eps, r, lower, upper):
+    """The box where SABR's small-box centre may lie: the ball shrunk by ``r``, within the
+    domain shrunk by ``r`` (never empty: it always holds the clean point's projection)."""
+    lo, hi = x - (eps - r), x + (eps - r)
+    if lower is not None:
+        lo = torch.maximum(lo, torch.full_like(x, lower + r).minimum(x))
+    if upper is not None:
+        hi = torch.minimum(hi, torch.full_like(x, upper - r).maximum(x))
+    return lo, hi
+
+
 @dataclass
 class LossResult:
     """What one certified-training step computed.
@@ -194,7 +301,8 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
                    reg_lambda: float = 0.5, reg_tol: float = 0.5,
                    lower: float | None = 0.0, upper: float | None = 1.0,
                    logits: torch.Tensor | None = None, loss_fusion: bool = False,
-                   p: float = math.inf) -> LossResult:
+                   p: float = math.inf, sabr_lambda: float = 0.4, mix_alpha: float = 0.5,
+                   attack_steps: int = 8) -> LossResult:
     """The training loss of one batch for ``method`` (see :data:`METHODS`).
 
     * ``"natural"``: CE(f(x), y).
@@ -205,6 +313,10 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
     * ``"improved-ibp"``: CE([0, -m_IBP], 0) mixed with kappa like IBP (its recipes use
       kappa = 0) plus, while 0 < eps < eps_max, the warm-up regulariser
       reg_lambda (1 - eps / eps_max) (L_tightness + L_relu) of Shi et al. 2021.
+    * ``"sabr"``, ``"mtl-ibp"``, ``"cc-ibp"``, ``"exp-ibp"``: the robust term of the module
+      docstring (``sabr_lambda``, ``mix_alpha``; the attack takes ``attack_steps`` PGD steps
+      from the clean point, in evaluation mode), mixed with the natural loss by kappa like
+      IBP.
 
     ``logits`` may be passed when the caller already ran the clean forward pass (e.g. through a
     ``DistributedDataParallel`` wrapper); otherwise ``bm(x)`` is used, without autograd when
@@ -220,6 +332,10 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
                          f"{', '.join(METHODS)}")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    if not 0.0 < float(sabr_lambda) <= 1.0:
+        raise ValueError(f"sabr_lambda must lie in (0, 1], got {sabr_lambda}")
+    if not 0.0 <= float(mix_alpha) <= 1.0:
+        raise ValueError(f"mix_alpha must lie in [0, 1], got {mix_alpha}")
     if loss_fusion and method != "crown-ibp":
         raise ValueError(f"loss fusion bounds CROWN-IBP's loss; method {method!r} has no "
                          "backward pass to fuse")
@@ -241,6 +357,9 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
     if eps == 0:
         C = margin_spec(y, K, dtype=logits.dtype)
         margins = torch.einsum("bsk,bk->bs", C, logits)
+    elif method in ATTACK_METHODS:
+        robust, margins = _mixed_robust(bm, x, y, eps, method, K, lower, upper, p,
+                                        float(sabr_lambda), float(mix_alpha), attack_steps)
     elif loss_fusion:
         robust, margins = fused_robust_ce(bm, x, y, eps, beta=beta, num_classes=K, lower=lower,
                                           upper=upper, p=p)

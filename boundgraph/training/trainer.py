@@ -445,7 +445,8 @@ class _Run:
                              kappa=s["kappa"], beta=s["beta"], eps_max=self.eps_max,
                              reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
                              upper=hi, logits=logits, loss_fusion=cfg.loss_fusion,
-                             p=parse_p(cfg.norm))
+                             p=parse_p(cfg.norm), sabr_lambda=cfg.sabr_lambda,
+                             mix_alpha=cfg.mix_alpha, attack_steps=cfg.attack_steps)
         self.opt.zero_grad(set_to_none=True)
         res.loss.backward()
         if cfg.grad_clip is not None:
