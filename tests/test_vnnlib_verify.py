@@ -422,7 +422,7 @@ def test_bisection_split_scores_are_the_derivative_of_the_bound_through_every_la
         with torch.no_grad():
             up = prob.bounds(g, L.detach() + e, U.detach(), "crown")
             down = prob.bounds(g, L.detach(), U.detach() - e, "crown")
-        fd.append([float(up - lb) / h, float(lb - down) / h])
+        fd.append([float((up - lb).detach()) / h, float((lb - down).detach()) / h])
     fd = torch.tensor(fd, dtype=torch.float64)
     ad = torch.stack([dL[0], dU[0]], 1)
     assert torch.nn.functional.cosine_similarity(fd.flatten(), ad.flatten(), dim=0) > 0.999
