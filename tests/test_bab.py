@@ -291,3 +291,22 @@ def test_certified_accuracy_with_bab_certifies_at_least_what_bounds_do_and_stays
     assert full["certified"] / full["n"] <= full["pgd_robust"] <= plain["pgd_robust"]
     decided_or_open = full["certified"] + full["bab_open"] + round((1 - full["pgd_robust"]) * 12)
     assert decided_or_open == 12
+
+
+def test_split_bounds_are_the_same_when_full_crown_refines_one_example_at_a_time(monkeypatch):
+    """Large batches are refined example by example; each must keep its own constraints."""
+    import boundgraph.engines.backward as be
+
+    model = mlp(4)
+    B = 6
+    x = torch.randn(B, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    bm = bg.BoundedModule(model, x)
+    names = split_nodes(bm.graph)
+    g = torch.Generator().manual_seed(5)
+    splits = {n: torch.randint(-1, 2, (B, *bm.graph.nodes[n].shape), generator=g)
+              for n in names}
+    whole = bm.compute_bounds(x, bg.LinfBall(0.5), method="crown", splits=splits)
+    monkeypatch.setattr(be, "_SPLIT_CHUNKS", 0)  # force the per-example path
+    apart = bm.compute_bounds(x, bg.LinfBall(0.5), method="crown", splits=splits)
+    for a, b in zip(whole, apart):
+        torch.testing.assert_close(a, b)

@@ -48,8 +48,10 @@ class Context:
         return {name: s.box for name, s in self.sets.items()}
 
     def example(self, b: int) -> "Context":
-        """The context of example ``b`` alone (its input sets; constants and ops are shared)."""
-        return replace(self, sets={k: s.example(b) for k, s in self.sets.items()})
+        """The context of example ``b`` alone (its input sets and split constraints; constants
+        and ops are shared)."""
+        return replace(self, sets={k: s.example(b) for k, s in self.sets.items()},
+                       splits={k: s[b:b + 1] for k, s in self.splits.items()})
 
     def op(self, name):
         return self.ops.get(name) or self.graph.nodes[name].op
