@@ -32,6 +32,7 @@ import torch
 from .attack import pgd_minimize
 from .engines.alpha import alpha_bounds
 from .engines.context import infeasible
+from .ops.base import Interval
 from .perturbation import Box
 
 __all__ = ["split_nodes", "branch_and_bound"]
@@ -66,7 +67,6 @@ class _Bounder:
         self.bm = bm
         graph = bm.graph
         self.acts = {z: _activation_of(graph, z) for z in nodes}
-        self.n = group.lower.numel()
         self.shape = prob.shape
 
     def __call__(self, splits: dict[str, torch.Tensor], steps: int | None = None,
@@ -100,7 +100,7 @@ class _Bounder:
         return lb.detach(), {z: base[z] for z in self.nodes}, ctx.taps
 
 
-def _scores(bounder, splits, bounds, taps, row) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _scores(bounder, splits, bounds, taps, row) -> list[torch.Tensor]:
     """Per split node, the branching score ``(N, numel)`` of each neuron (``-inf`` where it
     cannot be split); ``row`` ``(N,)`` is the row whose bound drives the choice."""
     out = []
@@ -113,8 +113,7 @@ def _scores(bounder, splits, bounds, taps, row) -> tuple[list[torch.Tensor], tor
         lam = torch.zeros_like(l)
         for a in bounder.acts[z]:
             t = taps.get(a)
-            if t is not None:
-                t = t.expand(N, *t.shape[1:]) if t.shape[0] != N else t
+            if t is not None:  # one row per domain (see _fields)
                 lam = lam + t[ar, row].reshape(N, -1)
         width = torch.where(free, u - l, torch.ones_like(u))
         intercept = torch.where(free, -u * l / width, torch.zeros_like(u))
@@ -147,9 +146,8 @@ def branch_and_bound(prob, g, openv, details: dict, *, batch: int = 64, steps: i
     objective = prob.objective(g)
     # the root domain
     splits = {z: torch.zeros(1, *graph.nodes[z].shape, dtype=torch.int8) for z in nodes}
-    dom_open = openv.clone()
     lb, bounds, taps = bounder(splits)
-    still = dom_open & ~g.proved(lb)
+    still = openv & ~g.proved(lb)
     slack = g.slack(lb).masked_fill(~still, math.inf)
     worst = slack.min(1).values
     details.setdefault("bab_domains", 0)
@@ -160,7 +158,7 @@ def branch_and_bound(prob, g, openv, details: dict, *, batch: int = 64, steps: i
     # and what their bound computation left for branching
     pool = None
     if bool(still.any()):
-        pool = _Pool(splits, still, worst, bounds, taps, lb, g)
+        pool = _Pool(g, _fields(splits, still, worst, bounds, taps, lb))
     it = 0
     try:
         while pool is not None and pool.size:
@@ -191,7 +189,7 @@ def branch_and_bound(prob, g, openv, details: dict, *, batch: int = 64, steps: i
                 keep = ~stuck
                 if not bool(keep.any()):
                     continue
-                take = _select(take, keep)
+                take = _rows(take, keep.nonzero().flatten())
                 best, where = best[keep], where[keep]
             children = {}
             offsets = [0]
@@ -223,7 +221,7 @@ def branch_and_bound(prob, g, openv, details: dict, *, batch: int = 64, steps: i
                 return found
             keep = still.any(1)
             if bool(keep.any()):
-                pool.add(children, still, worst, bounds, taps, lb, keep)
+                pool.add(_fields(children, still, worst, bounds, taps, lb), keep)
             bar.update(2 * N)
             if pool.size:
                 bar.set_postfix(open=pool.size, worst=f"{float(pool.worst.min()):.4g}",
@@ -233,21 +231,6 @@ def branch_and_bound(prob, g, openv, details: dict, *, batch: int = 64, steps: i
         details["bab_iterations"] += it
         details["bab_time"] = round(details.get("bab_time", 0.0) + time.perf_counter() - t0, 3)
     return None
-
-
-def _select(take: dict, keep: torch.Tensor) -> dict:
-    """The domains ``keep`` (bool ``(N,)``) of a popped batch."""
-    k = keep.nonzero().flatten()
-    out = {}
-    for key, v in take.items():
-        if isinstance(v, dict):
-            out[key] = {n: (None if t is None else
-                            (type(t)(t.lower[k], t.upper[k]) if hasattr(t, "lower") else
-                             (t[k] if t.shape[0] == keep.shape[0] else t)))
-                        for n, t in v.items()}
-        else:
-            out[key] = v[k]
-    return out
 
 
 def _drive_rows(g, lb, open_) -> torch.Tensor:
@@ -283,59 +266,58 @@ def _check_points(prob, g, objective, taps, row, lo, hi, attack: bool):
 
 
 class _Pool:
-    """The open domains, kept as stacked tensors; :meth:`pop` takes those with the lowest
-    worst slack (best first)."""
+    """The open domains, kept as stacked fields (``(M, ...)`` each, see :func:`_fields`);
+    :meth:`pop` takes those with the lowest worst slack (best first)."""
 
-    def __init__(self, splits, open_, worst, bounds, taps, lb, g):
-        self.g = g
-        self.splits = {z: s for z, s in splits.items()}
-        self.open = open_
-        self.worst = worst
-        self.bounds = bounds
-        self.taps = {k: (None if t is None else (t.expand(open_.shape[0], *t.shape[1:])
-                                                 if t.shape[0] != open_.shape[0] else t))
-                     for k, t in taps.items()}
-        self.lb = lb
+    def __init__(self, g, fields: dict):
+        self.g, self.fields = g, fields
 
     @property
     def size(self) -> int:
-        return int(self.worst.shape[0])
+        return int(self.fields["worst"].shape[0])
 
-    def _index(self, i):
-        return dict(
-            splits={z: s[i] for z, s in self.splits.items()},
-            open=self.open[i], worst=self.worst[i],
-            bounds={z: type(b)(b.lower[i], b.upper[i]) for z, b in self.bounds.items()},
-            taps={k: (None if t is None else t[i]) for k, t in self.taps.items()},
-            lb=self.lb[i])
+    @property
+    def worst(self) -> torch.Tensor:
+        return self.fields["worst"]
 
     def pop(self, n: int) -> dict:
-        order = torch.argsort(self.worst)
-        take, rest = order[:n], order[n:]
-        out = self._index(take)
+        order = torch.argsort(self.fields["worst"])
+        out = _rows(self.fields, order[:n])
+        self.fields = _rows(self.fields, order[n:])
         out["row"] = _drive_rows(self.g, out["lb"], out["open"])
-        rest_d = self._index(rest)
-        self.splits, self.open, self.worst = rest_d["splits"], rest_d["open"], rest_d["worst"]
-        self.bounds, self.taps, self.lb = rest_d["bounds"], rest_d["taps"], rest_d["lb"]
         return out
 
-    def add(self, splits, open_, worst, bounds, taps, lb, keep):
-        k = keep.nonzero().flatten()
-        M = open_.shape[0]
-        for z in self.splits:
-            self.splits[z] = torch.cat([self.splits[z], splits[z][k]])
-        self.open = torch.cat([self.open, open_[k]])
-        self.worst = torch.cat([self.worst, worst[k]])
-        self.bounds = {z: type(b)(torch.cat([b.lower, bounds[z].lower[k]]),
-                                  torch.cat([b.upper, bounds[z].upper[k]]))
-                       for z, b in self.bounds.items()}
-        new_taps = {}
-        for key, t in self.taps.items():
-            u = taps.get(key)
-            if t is None or u is None:
-                new_taps[key] = None
-                continue
-            u = u.expand(M, *u.shape[1:]) if u.shape[0] != M else u
-            new_taps[key] = torch.cat([t, u[k]])
-        self.taps = new_taps
-        self.lb = torch.cat([self.lb, lb[k]])
+    def add(self, fields: dict, keep: torch.Tensor) -> None:
+        self.fields = _joined(self.fields, _rows(fields, keep.nonzero().flatten()))
+
+
+def _fields(splits, open_, worst, bounds, taps, lb) -> dict:
+    """One record of stacked domains; recorded coefficients shared by the batch (batch size
+    1) are expanded to one row per domain."""
+    M = open_.shape[0]
+    taps = {k: (None if t is None else t.expand(M, *t.shape[1:]) if t.shape[0] != M else t)
+            for k, t in taps.items()}
+    return dict(splits=splits, open=open_, worst=worst, bounds=bounds, taps=taps, lb=lb)
+
+
+def _rows(v, idx):
+    """Rows ``idx`` of a domain record: of each tensor, interval (``Interval``), ``None`` or
+    dict of those."""
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        return {k: _rows(t, idx) for k, t in v.items()}
+    if isinstance(v, Interval):
+        return Interval(v.lower[idx], v.upper[idx])
+    return v[idx]
+
+
+def _joined(a, b):
+    """Two domain records stacked (a field missing on either side stays ``None``)."""
+    if a is None or b is None:
+        return None
+    if isinstance(a, dict):
+        return {k: _joined(t, b.get(k)) for k, t in a.items()}
+    if isinstance(a, Interval):
+        return Interval(torch.cat([a.lower, b.lower]), torch.cat([a.upper, b.upper]))
+    return torch.cat([a, b])

@@ -51,9 +51,6 @@ class BoundedModule(nn.Module):
         xs = self._check_inputs(xs[0] if len(xs) == 1 else xs)
         return self.graph.forward(xs, self.model)
 
-    def _check_input(self, x):
-        self._check_inputs(x)
-
     def _check_inputs(self, x) -> tuple[torch.Tensor, ...]:
         """The model's inputs as a tuple, each checked (shape, finite values, one batch)."""
         g = self.graph

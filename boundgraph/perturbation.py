@@ -22,7 +22,7 @@ import math
 import torch
 
 from .errors import InputError
-from .ops.base import Interval, concretize
+from .ops.base import Interval, concretize, crop_window
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -101,13 +101,13 @@ class InputSet:
         box = self.box
         if origin is not None:
             size = tuple(A0.shape[-2:])
-            box = Interval(_crop(box.lower, origin, size), _crop(box.upper, origin, size))
+            box = Interval(crop_window(box.lower, origin, size), crop_window(box.upper, origin, size))
         if not self.is_ball:
             return concretize(lA, uA, box)
         c, e = self.center, self.eps
         if origin is not None:
-            c = _crop(c, origin, size)
-            e = e if not torch.is_tensor(e) else _crop(e, origin, size)
+            c = crop_window(c, origin, size)
+            e = e if not torch.is_tensor(e) else crop_window(e, origin, size)
         c = c.flatten(1).unsqueeze(-1)  # (B, n, 1)
         e = e if not torch.is_tensor(e) else e.flatten(1).unsqueeze(1)  # (1 or B, 1, n)
 
@@ -142,11 +142,6 @@ class InputSet:
         """The same set with a new box object (whose cached centre and radius are its own)."""
         return InputSet(Interval(self.box.lower, self.box.upper), self.center, self.eps,
                         self.q, self.clipped)
-
-
-def _crop(t, origin, size):
-    (r, c), (h, w) = origin, size
-    return t[..., r:r + h, c:c + w]
 
 
 def exact_set(x: torch.Tensor) -> InputSet:
@@ -184,8 +179,8 @@ class LpBall(Perturbation):
 
     def __repr__(self):
         eps = self.eps if not torch.is_tensor(self.eps) else f"tensor{tuple(self.eps.shape)}"
-        p = "inf" if self.p == INF else int(self.p)
-        return f"LpBall(eps={eps}, p={p}, lower={self.lower}, upper={self.upper})"
+        p = "" if type(self) is LinfBall else f", p={norm_name(self.p)}"
+        return f"{type(self).__name__}(eps={eps}{p}, lower={self.lower}, upper={self.upper})"
 
     def box(self, x):
         return self._box(x)[0]
@@ -233,10 +228,6 @@ class LinfBall(LpBall):
 
     def __init__(self, eps, lower=None, upper=None):
         super().__init__(eps, INF, lower, upper)
-
-    def __repr__(self):
-        eps = self.eps if not torch.is_tensor(self.eps) else f"tensor{tuple(self.eps.shape)}"
-        return f"LinfBall(eps={eps}, lower={self.lower}, upper={self.upper})"
 
 
 class Box(Perturbation):

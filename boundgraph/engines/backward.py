@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ..ops.base import Interval, Op, concretize
+from ..ops.base import Interval, Op, concretize, crop_window
 from .context import Context
 
 
@@ -41,11 +41,6 @@ def _add(a, b):
 # (constants cropped to the window by the layout the op declares, ``Op.const_view``) and
 # convolutions saves most of the work. Other ops see full (dense) coefficients; where a dense
 # entry meets a windowed one at a node, the window is padded out (``_merge``).
-
-def _crop(t, origin, size):
-    (r, c), (h, w) = origin, size
-    return t[..., r:r + h, c:c + w]
-
 
 def _pad_to(A, origin, win_origin, win_size):
     """Zero-pad window coefficients ``A`` (at ``origin``) to a larger window."""
@@ -114,7 +109,7 @@ def _window_step(ctx, name, op, vals, la, ua, origin):
                 return None
             shapes.append(tuple(s[:-2]) + size)
             if isinstance(v, Interval):
-                vals[i] = Interval(_crop(v.lower, origin, size), _crop(v.upper, origin, size))
+                vals[i] = Interval(crop_window(v.lower, origin, size), crop_window(v.upper, origin, size))
             continue
         view = op.const_view(i, v)
         if torch.is_tensor(view) and any(d != 1 for d in view.shape[-2:]):
@@ -166,7 +161,7 @@ def backward_pass(ctx: Context, start: str, lA, uA, bounds: dict[str, Interval],
             box = bounds[name]
             if org is not None:
                 size = _size(la, ua)
-                box = Interval(_crop(box.lower, org, size), _crop(box.upper, org, size))
+                box = Interval(crop_window(box.lower, org, size), crop_window(box.upper, org, size))
             cl, cu = concretize(la, ua, box)
             lb = _add(lb, cl) if lb is not None else None
             ub = _add(ub, cu) if ub is not None else None

@@ -252,6 +252,14 @@ def concretize(lA: Tensor | None, uA: Tensor | None, bound: Interval):
     return lb, ub
 
 
+def crop_window(t: Tensor, origin: tuple, size: tuple) -> Tensor:
+    """The spatial window of ``t`` (its last two dims) with corner ``origin`` (row, column)
+    and ``size`` (height, width): what coefficients covering only that window of a node
+    meet."""
+    (r, c), (h, w) = origin, size
+    return t[..., r:r + h, c:c + w]
+
+
 def pair_buffer(lA, uA, *per_element):
     """Uninitialised storage for the next ``(lA, uA)`` of a backward step: ``(lo, up)``, the two
     contiguous halves of one tensor (``B`` broadcast over the coefficients and the
