@@ -21,7 +21,7 @@ from ..errors import InputError
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="certified training (natural, IBP, CROWN-IBP, improved IBP, SABR, "
-                      "MTL-IBP, CC-IBP, EXP-IBP)",
+                      "TAPS, STAPS, MTL-IBP, CC-IBP, EXP-IBP)",
         description="Train a zoo model with certified training; checkpoints and metrics go "
                     "to --out. Settings resolve as: method defaults < --recipe < options.")
     p.add_argument("--model", help="zoo model name (models.MODELS), e.g. cnn_4layer, cnn7")
@@ -29,17 +29,24 @@ def register(subparsers) -> None:
                    help='extra model arguments as JSON, e.g. \'{"width": 32}\'')
     p.add_argument("--dataset", help="data set: mnist, fashion-mnist, cifar10")
     p.add_argument("--data-root", metavar="DIR", help="folder with the data files")
-    p.add_argument("--method", help="natural, ibp, crown-ibp, improved-ibp, sabr, mtl-ibp, "
-                                    "cc-ibp or exp-ibp (default: the recipe's, else ibp)")
+    p.add_argument("--method", help="natural, ibp, crown-ibp, improved-ibp, sabr, taps, staps, "
+                                    "mtl-ibp, cc-ibp or exp-ibp (default: the recipe's, else "
+                                    "ibp)")
     p.add_argument("--lambda", type=float, dest="sabr_lambda",
-                   help="sabr: radius of the small box as a fraction of eps, in (0, 1] "
+                   help="sabr, staps: radius of the small box as a fraction of eps, in (0, 1] "
                         "(default 0.4)")
     p.add_argument("--alpha", type=float, dest="mix_alpha",
                    help="mtl-ibp, cc-ibp, exp-ibp: weight of the attack's loss, in [0, 1] "
                         "(default 0.5)")
     p.add_argument("--attack-steps", type=int,
-                   help="PGD steps of the attack inside sabr / mtl-ibp / cc-ibp / exp-ibp "
-                        "(default 8)")
+                   help="PGD steps of the attack inside sabr / staps / mtl-ibp / cc-ibp / "
+                        "exp-ibp, and of the latent attack of taps / staps (default 8)")
+    p.add_argument("--split", dest="taps_split", metavar="NAME",
+                   help="taps/staps: the module (e.g. 5, head.fc1) or graph node where the "
+                        "classifier head starts (default: before the last two linear layers)")
+    p.add_argument("--taps-scale", type=float, dest="taps_grad_scale", metavar="W",
+                   help="taps/staps: gradient expansion of the estimated-bound loss "
+                        "(default 5)")
     p.add_argument("--eps", type=float, help="training perturbation radius (in [0, 1] pixel "
                                              "units)")
     p.add_argument("--norm", choices=("inf", "2", "1"),
@@ -59,6 +66,12 @@ def register(subparsers) -> None:
     p.add_argument("--warmup-epochs", type=float, help="natural epochs before the eps ramp")
     p.add_argument("--ramp-epochs", type=float, dest="eps_ramp_epochs",
                    help="eps ramp length in epochs")
+    p.add_argument("--lr-milestones", metavar="E1,E2,...",
+                   help="epochs after which the learning rate is multiplied by the recipe's "
+                        "lr_factor (comma-separated; 'none' for a constant rate)")
+    p.add_argument("--time-limit", type=float, metavar="MIN",
+                   help="stop when one more epoch would take the training time (validation "
+                        "excluded) past MIN minutes; size --epochs to fit")
     p.add_argument("--loss-fusion", action="store_true", default=None,
                    help="crown-ibp: bound the loss with one backward row per example instead "
                         "of one per class (faster, looser; Xu et al. 2020)")
@@ -93,6 +106,16 @@ def run(args) -> int:
             raise InputError(f"--model-kwargs is not valid JSON: {e}") from None
         if not isinstance(model_kwargs, dict):
             raise InputError("--model-kwargs must be a JSON object")
+    milestones = None
+    if args.lr_milestones is not None:
+        text = args.lr_milestones.strip().lower()
+        try:
+            milestones = [] if text in ("", "none") else [
+                float(v) for v in text.split(",")]
+        except ValueError:
+            raise InputError(f"--lr-milestones must be comma-separated epochs, got "
+                             f"{args.lr_milestones!r}") from None
+        milestones = [int(v) if v.is_integer() else v for v in milestones]
     overrides = dict(model=args.model, model_kwargs=model_kwargs, dataset=args.dataset,
                      eps=args.eps, eval_eps=args.eval_eps, epochs=args.epochs,
                      limit=args.limit, val_limit=args.val_limit, batch_size=args.batch_size,
@@ -100,7 +123,9 @@ def run(args) -> int:
                      eps_ramp_epochs=args.eps_ramp_epochs, pgd_steps=args.pgd_steps,
                      seed=args.seed, loss_fusion=args.loss_fusion, norm=args.norm,
                      sabr_lambda=args.sabr_lambda, mix_alpha=args.mix_alpha,
-                     attack_steps=args.attack_steps)
+                     attack_steps=args.attack_steps, lr_milestones=milestones,
+                     time_limit=args.time_limit, taps_split=args.taps_split,
+                     taps_grad_scale=args.taps_grad_scale)
     from ..training.config import resolve_config
 
     cfg = resolve_config(args.method, args.recipe, overrides)

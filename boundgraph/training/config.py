@@ -5,7 +5,9 @@ A run's settings are resolved in this order (later wins):
 1. the field defaults of :class:`TrainConfig`;
 2. the defaults of the training method (:data:`METHOD_DEFAULTS`: e.g. improved IBP turns on
    IBP initialisation, the warm-up regulariser, gradient clipping and the smoothed ramp);
-3. a recipe (``boundgraph/training/recipes/<name>.json``; its ``method`` is the default method);
+3. a recipe (``boundgraph/training/recipes/<name>.json``; its ``method`` is the default method,
+   and its optional ``methods`` block holds settings for one method each, applied when that
+   method trains);
 4. explicit overrides (CLI options, keyword arguments of :func:`~boundgraph.training.fit`).
 
 Epoch-valued settings (ramp, milestones) become step counts with
@@ -41,7 +43,8 @@ class TrainConfig:
     selection; the test split is never used), ``val_limit`` (evaluate at most this many
     validation images per epoch).
 
-    Objective: ``method`` (natural, ibp, crown-ibp, improved-ibp), ``eps`` (training target),
+    Objective: ``method`` (natural, ibp, crown-ibp, improved-ibp, sabr, taps, staps,
+    mtl-ibp, cc-ibp, exp-ibp), ``eps`` (training target),
     ``eval_eps`` (validation radius; defaults to ``eps``), ``norm`` (of the perturbation ball:
     ``"inf"``, the default, ``"2"`` or ``"1"``), ``domain`` (input range, [0, 1]),
     ``kappa_start/end``, ``beta_start/end``, ``reg_lambda``/``reg_tol`` (warm-up regulariser;
@@ -49,13 +52,20 @@ class TrainConfig:
     one backward row per example instead of K-1; see
     :func:`~boundgraph.training.losses.fused_robust_ce`), ``sabr_lambda`` (SABR's small-box
     ratio, in (0, 1]), ``mix_alpha`` (the attack's weight in MTL-IBP, CC-IBP and EXP-IBP, in
-    [0, 1]), ``attack_steps`` (PGD steps of the attack inside those losses).
+    [0, 1]), ``attack_steps`` (PGD steps of the attack inside those losses, and of TAPS'
+    latent attack), ``taps_split`` (TAPS/STAPS: the module or graph node where the classifier
+    head starts; None cuts before the last two linear layers), ``taps_grad_scale`` (TAPS'
+    gradient expansion of its estimated-bound loss).
 
     Schedule and optimiser: ``epochs``, ``batch_size`` (global, split over processes),
     ``optimizer`` (adam or sgd), ``lr``, ``momentum``, ``weight_decay``, ``lr_milestones``
     (epochs), ``lr_factor``, ``warmup_epochs`` (eps = 0), ``eps_start_epoch``,
     ``eps_ramp_epochs``, ``eps_schedule`` (linear, smoothed, step), ``eps_poly_frac``,
-    ``grad_clip`` (max gradient norm, None for none).
+    ``grad_clip`` (max gradient norm, None for none), ``time_limit`` (minutes of training
+    steps, validation excluded: the run stops after the epoch when the next one would pass the
+    limit, judged by the last epoch's time; None for no limit). The schedule is still laid
+    out over ``epochs``, so pick ``epochs`` to fit the limit; the limit keeps equal-budget
+    comparisons equal when a machine is slower than expected.
 
     Evaluation during training: ``pgd_steps``, ``pgd_restarts``, ``select_metric``
     (``"auto"``: certified error at ``eval_eps`` for certified methods, clean error for natural
@@ -99,6 +109,7 @@ class TrainConfig:
     beta_start: float = 1.0
     beta_end: float = 0.0
     grad_clip: float | None = None
+    time_limit: float | None = None
     ibp_init: bool = False
     loss_fusion: bool = False
     reg_lambda: float = 0.0
@@ -106,6 +117,8 @@ class TrainConfig:
     sabr_lambda: float = 0.4
     mix_alpha: float = 0.5
     attack_steps: int = 8
+    taps_split: str | None = None
+    taps_grad_scale: float = 5.0
     domain: list = field(default_factory=lambda: [0.0, 1.0])
     pgd_steps: int = 10
     pgd_restarts: int = 1
@@ -169,6 +182,11 @@ class TrainConfig:
             raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise InputError(f"grad_clip must be > 0 or null, got {self.grad_clip!r}")
+        if self.time_limit is not None and not (
+                isinstance(self.time_limit, (int, float)) and math.isfinite(self.time_limit)
+                and self.time_limit > 0):
+            raise InputError(f"time_limit must be a number of minutes > 0 or null, got "
+                             f"{self.time_limit!r}")
         if not isinstance(self.loss_fusion, bool):
             raise InputError(f"loss_fusion must be true or false, got {self.loss_fusion!r}")
         if self.loss_fusion and self.method != "crown-ibp":
@@ -182,8 +200,16 @@ class TrainConfig:
                 self.attack_steps < 1:
             raise InputError(f"attack_steps must be a positive integer, got "
                              f"{self.attack_steps!r}")
-        if self.method == "sabr" and self.norm != "inf":
-            raise InputError("sabr is defined for l-inf balls (norm inf)")
+        if self.method in ("sabr", "taps", "staps") and self.norm != "inf":
+            raise InputError(f"{self.method} is defined for l-inf balls (norm inf)")
+        if not (isinstance(self.taps_grad_scale, (int, float))
+                and math.isfinite(self.taps_grad_scale) and self.taps_grad_scale > 0):
+            raise InputError(f"taps_grad_scale must be a number > 0, got "
+                             f"{self.taps_grad_scale!r}")
+        if self.taps_split is not None and not (isinstance(self.taps_split, str)
+                                                and self.taps_split):
+            raise InputError(f"taps_split must be a module or node name, got "
+                             f"{self.taps_split!r}")
         if len(self.domain) != 2 or not self.domain[0] < self.domain[1]:
             raise InputError(f"domain must be [lower, upper] with lower < upper, got "
                              f"{self.domain!r}")
@@ -219,10 +245,11 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # Shi et al. 2021: robust loss only, IBP init, warm-up regulariser, grad clip, smoothed ramp
     "improved-ibp": dict(kappa_start=0.0, kappa_end=0.0, ibp_init=True, reg_lambda=0.5,
                          reg_tol=0.5, grad_clip=10.0, eps_schedule="smoothed"),
-    # Mueller et al. 2023 and De Palma et al. 2024: the robust (mixed) loss alone, IBP
-    # initialisation, gradient clipping and the smoothed ramp of Shi et al. 2021
+    # Mueller et al. 2023, Mao et al. 2023 and De Palma et al. 2024: the robust (mixed) loss
+    # alone, IBP initialisation, gradient clipping and the smoothed ramp of Shi et al. 2021
     **{m: dict(kappa_start=0.0, kappa_end=0.0, ibp_init=True, grad_clip=10.0,
-               eps_schedule="smoothed") for m in ("sabr", "mtl-ibp", "cc-ibp", "exp-ibp")},
+               eps_schedule="smoothed")
+       for m in ("sabr", "taps", "staps", "mtl-ibp", "cc-ibp", "exp-ibp")},
 }
 
 
@@ -261,8 +288,10 @@ def resolve_config(method: str | None = None, recipe: str | None = None,
     """
     settings: dict[str, Any] = {}
     rec: dict[str, Any] = {}
+    per_method: dict[str, dict] = {}
     if recipe is not None:
         rec = {k: v for k, v in load_recipe(recipe).items() if k != "description"}
+        per_method = rec.pop("methods", None) or {}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     method = method or overrides.pop("method", None) or rec.get("method") or "ibp"
     overrides.pop("method", None)
@@ -274,6 +303,7 @@ def resolve_config(method: str | None = None, recipe: str | None = None,
     if rec.get("method") not in (None, method):
         # a recipe written for another method: keep its schedule, not its method's extras
         settings.update(METHOD_DEFAULTS[method])
+    settings.update(per_method.get(method, {}))
     settings.update(overrides)
     settings["method"] = method
     if not {"warmup_epochs", "eps_ramp_epochs", "eps_start_epoch"} & set(settings):

@@ -1,7 +1,8 @@
 """The certified-training loop: :func:`fit`.
 
-One loop serves natural training, IBP (Gowal et al. 2018), CROWN-IBP (Zhang et al. 2020) and
-improved IBP (Shi et al. 2021); the method only changes the loss
+One loop serves natural training, IBP (Gowal et al. 2018), CROWN-IBP (Zhang et al. 2020),
+improved IBP (Shi et al. 2021) and the methods that mix IBP with attacks (SABR, TAPS, STAPS,
+MTL-IBP, CC-IBP, EXP-IBP); the method only changes the loss
 (:func:`~boundgraph.training.losses.certified_loss`) and a few defaults
 (:data:`~boundgraph.training.config.METHOD_DEFAULTS`). Per batch: the schedules give eps,
 kappa, beta and the learning rate for the global step; ``certified_loss`` runs the clean
@@ -54,7 +55,8 @@ from .checkpoint import (FORMAT, VERSION, read_checkpoint, rng_state, save_atomi
 from .config import TrainConfig, build_model, resolve_config
 from .evaluate import count_errors, dataset_tensors
 from .init import ibp_init
-from .losses import certified_loss
+from .losses import TAPS_METHODS, certified_loss
+from .taps import taps_split
 
 __all__ = ["fit", "FitResult", "METRIC_COLUMNS", "init_distributed", "plot_history",
            "resolve_device"]
@@ -237,6 +239,8 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
                overwrite=overwrite, device=device, progress=progress, callbacks=callbacks,
                overrides=overrides)
     for epoch in range(run.start_epoch, run.cfg.epochs):
+        if run.out_of_time():
+            break
         run.train_epoch(epoch)
         row = run.validate(epoch)
         improved = run.select(row)
@@ -347,6 +351,8 @@ class _Run:
         model.eval()
         self.bm = BoundedModule(model, self.X[:2].to(device))
         model.train(was_training)
+        if cfg.method in TAPS_METHODS:  # a bad split name fails here, before any training
+            taps_split(self.bm.graph, cfg.taps_split)
         if fresh and cfg.ibp_init:
             ibp_init(self.bm,
                      generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, -1)))
@@ -446,7 +452,8 @@ class _Run:
                              reg_lambda=cfg.reg_lambda, reg_tol=cfg.reg_tol, lower=lo,
                              upper=hi, logits=logits, loss_fusion=cfg.loss_fusion,
                              p=parse_p(cfg.norm), sabr_lambda=cfg.sabr_lambda,
-                             mix_alpha=cfg.mix_alpha, attack_steps=cfg.attack_steps)
+                             mix_alpha=cfg.mix_alpha, attack_steps=cfg.attack_steps,
+                             taps_split=cfg.taps_split, taps_grad_scale=cfg.taps_grad_scale)
         self.opt.zero_grad(set_to_none=True)
         res.loss.backward()
         if cfg.grad_clip is not None:
@@ -498,6 +505,22 @@ class _Run:
             "time_s": round(self.train_time, 3),
             "eval_time_s": round(self.eval_time, 3),
         }
+
+    def out_of_time(self) -> bool:
+        """True when ``cfg.time_limit`` is set and one more epoch, as long as the last one,
+        would take the training time (summed over the history, so resumed runs count what
+        they spent before) past it; says so on stderr (rank 0)."""
+        limit = self.cfg.time_limit
+        if limit is None or not self.history:
+            return False
+        spent = sum(r["time_s"] for r in self.history)
+        if spent + self.history[-1]["time_s"] <= 60.0 * limit:
+            return False
+        if self.is_main and self.progress:
+            print(f"time limit: {spent:.0f} s of {60 * limit:.0f} s of training spent after "
+                  f"{len(self.history)} of {self.cfg.epochs} epochs; stopping",
+                  file=sys.stderr, flush=True)
+        return True
 
     def select(self, row: dict) -> bool:
         """Append ``row`` to the history; keep it as the best row if it improves on it."""
