@@ -45,6 +45,7 @@ class Node:
     value: Any = None  # literal value of a const node
     source: str = ""  # where in the user's model (file:line: code) or ONNX node name
     batched: bool = False
+    module: str = ""  # path of the innermost nn.Module that produced it ("" when unknown)
 
     def describe(self) -> str:
         if self.kind == "op":

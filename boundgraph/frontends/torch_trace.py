@@ -109,6 +109,16 @@ def _source(node: fx.Node) -> str:
     return f"{f}:{line} in {fn}: {code.strip()}"
 
 
+def _module(node: fx.Node) -> str:
+    """Path of the innermost submodule that ``node`` belongs to (``"layer1.0.conv1"``), or
+    ``""`` for code of the top-level module."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = str(list(stack.values())[-1][0])
+    return re.sub(r"^L\['self'\]\.?", "", path)
+
+
 #: converters that follow the batch axis wherever it is (pointwise ops, reductions and shape
 #: ops name their dims through _sample_dim / _sample_shape); the others need it first
 _ANY_BATCH_AXIS = {
@@ -341,7 +351,7 @@ def trace(model: torch.nn.Module, example) -> BoundGraph:
                     _INPUT_DEPENDENT.add(n)
                 shape = _sample_shape(n) if dep else _val_shape(n)
                 nodes.append(Node(n.name, "op", op=op, inputs=tuple(refs), shape=shape,
-                                  source=_source(n)))
+                                  source=_source(n), module=_module(n)))
                 names[n] = n.name
         elif n.op == "output":
             outs = n.args[0]

@@ -56,6 +56,8 @@ the ball, the library's :func:`~boundgraph.attack.pgd_minimize` on the traced mo
 * **CC-IBP** (same paper): the robust CE of the convex combination of margins
   ``alpha * m(x_adv) + (1 - alpha) * m_IBP``.
 * **EXP-IBP** (same paper): ``CE(f(x_adv), y) ** alpha * CE([0, -m_IBP], 0) ** (1 - alpha)``.
+* **TAPS** and **STAPS** (Mao et al. 2023): IBP through a feature extractor, an attack
+  through the classifier head inside the latent box; see :mod:`boundgraph.training.taps`.
 
 At ``alpha = 0`` MTL-IBP, CC-IBP and EXP-IBP are the IBP loss; at ``alpha = 1`` they are the
 attack's loss; SABR at ``lambda = 1`` is the IBP loss over the whole ball.
@@ -78,10 +80,12 @@ __all__ = ["METHODS", "robust_ce", "ibp_mix", "margin_bounds", "fused_robust_ce"
            "LossResult"]
 
 #: training methods understood by :func:`certified_loss` (and the trainer).
-METHODS = ("natural", "ibp", "crown-ibp", "improved-ibp", "sabr", "mtl-ibp", "cc-ibp",
-           "exp-ibp")
+METHODS = ("natural", "ibp", "crown-ibp", "improved-ibp", "sabr", "taps", "staps", "mtl-ibp",
+           "cc-ibp", "exp-ibp")
 #: the methods that look for an adversarial point inside the ball in every step
 ATTACK_METHODS = ("sabr", "mtl-ibp", "cc-ibp", "exp-ibp")
+#: the methods that attack the classifier head inside the latent box (training/taps.py)
+TAPS_METHODS = ("taps", "staps")
 
 
 def robust_ce(margins: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -302,7 +306,8 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
                    lower: float | None = 0.0, upper: float | None = 1.0,
                    logits: torch.Tensor | None = None, loss_fusion: bool = False,
                    p: float = math.inf, sabr_lambda: float = 0.4, mix_alpha: float = 0.5,
-                   attack_steps: int = 8) -> LossResult:
+                   attack_steps: int = 8, taps_split: str | None = None,
+                   taps_grad_scale: float = 5.0) -> LossResult:
     """The training loss of one batch for ``method`` (see :data:`METHODS`).
 
     * ``"natural"``: CE(f(x), y).
@@ -317,6 +322,9 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
       docstring (``sabr_lambda``, ``mix_alpha``; the attack takes ``attack_steps`` PGD steps
       from the clean point, in evaluation mode), mixed with the natural loss by kappa like
       IBP.
+    * ``"taps"``, ``"staps"``: ``L_TAPS * L_IBP`` of :mod:`boundgraph.training.taps` (the
+      head starts at ``taps_split``; ``attack_steps`` latent PGD steps; the gradient of
+      ``L_TAPS`` scaled by ``taps_grad_scale``; STAPS' small box uses ``sabr_lambda``).
 
     ``logits`` may be passed when the caller already ran the clean forward pass (e.g. through a
     ``DistributedDataParallel`` wrapper); otherwise ``bm(x)`` is used, without autograd when
@@ -357,6 +365,15 @@ def certified_loss(bm, x: torch.Tensor, y: torch.Tensor, *, method: str, eps: fl
     if eps == 0:
         C = margin_spec(y, K, dtype=logits.dtype)
         margins = torch.einsum("bsk,bk->bs", C, logits)
+    elif method in TAPS_METHODS:
+        if p != math.inf:
+            raise ValueError(f"{method} is defined for l-inf balls")
+        from .taps import taps_robust
+
+        robust, margins = taps_robust(bm, x, y, eps, method=method, K=K, lower=lower,
+                                      upper=upper, split=taps_split, steps=attack_steps,
+                                      grad_scale=taps_grad_scale,
+                                      sabr_lambda=float(sabr_lambda))
     elif method in ATTACK_METHODS:
         robust, margins = _mixed_robust(bm, x, y, eps, method, K, lower, upper, p,
                                         float(sabr_lambda), float(mix_alpha), attack_steps)
