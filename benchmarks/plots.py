@@ -298,6 +298,38 @@ def plot_training_speed(json_path=None, png_path=None) -> Path | None:
     return _save(fig, plt, png, data)
 
 
+@_safe
+def plot_training_compare(json_path, png_path=None) -> Path | None:
+    """Validation clean and IBP-certified error of each run against its training minutes
+    (the file :func:`benchmarks.training.compare` writes)."""
+    plt = pyplot()
+    data = _load(Path(json_path))
+    if plt is None or data is None:
+        return None
+    png = Path(png_path) if png_path else Path(json_path).with_suffix(".png")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    cmap = plt.get_cmap("tab10")
+    for k, run in enumerate(data["runs"]):
+        t, clean, cert = 0.0, [], []
+        for row in run["history"]:
+            t += row["time_s"] / 60
+            clean.append((t, 100 * row["val_clean_error"]))
+            cert.append((t, 100 * row["val_certified_error_ibp"]))
+        label = run["method"] + (" + loss fusion" if run.get("loss_fusion") else "")
+        for ax, pts in zip(axes, (clean, cert)):
+            ax.plot(*zip(*pts), marker=".", ms=3, lw=1.2, color=cmap(k % 10), label=label)
+    for ax, what in zip(axes, ("clean error", "IBP-certified error")):
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel(f"validation {what} (%)")
+        ax.set_ylim(0, 100 if "certified" in what else 30)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{data['runs'][0]['model']} at eps {data['runs'][0]['eps']:g}: validation "
+                 "curves", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(fig, plt, png, data)
+
+
 def _find_records(data) -> list[dict]:
     """The list of per-item records in a result JSON: the first list of dicts found under a
     usual key (results, instances, rows, runs), else at the top level."""

@@ -67,9 +67,18 @@ def main(argv=None) -> int:
     p.add_argument("--add", action="store_true",
                    help="with --collect: add the runs to the committed results/training.json "
                         "(same folder: replaced) instead of writing a table of these alone")
+    p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
+                   help="one comparison of finished runs (e.g. one equal-budget run per "
+                        "method): results/<--name>.{json,md,png}")
+    p.add_argument("--name", default="training_budget",
+                   help="with --compare: the result files' name")
+    p.add_argument("--title", default="Certified training at one budget",
+                   help="with --compare: the table's title")
     args = p.parse_args(argv)
     if args.collect:
         return collect(args.collect, args.commands, args.notes, add=args.add)
+    if args.compare:
+        return compare(args.compare, args.name, args.title, args.commands, args.notes)
 
     import torch
 
@@ -191,7 +200,8 @@ def _run_record(d) -> dict:
         "run": str(d), "method": config["method"], "model": config["model"],
         "loss_fusion": bool(config.get("loss_fusion", False)),
         "dataset": config["dataset"], "eps": config["eps"], "norm": config.get("norm", "inf"),
-        "epochs": config["epochs"],
+        "epochs": config["epochs"], "epochs_trained": len(rows),
+        "time_limit_min": config.get("time_limit"),
         "train_examples": config["train_examples"], "val_examples": config["val_examples"],
         "recipe": config.get("recipe"), "val_fraction": config["val_fraction"],
         "best_epoch": best_epoch,
@@ -200,6 +210,12 @@ def _run_record(d) -> dict:
         "best_val": best, "test": test, "history": rows,
         "machine": machine_stamp(),  # where it was collected (the runs are collected in place)
     }
+
+
+def _epochs_cell(r: dict) -> str:
+    """Epochs trained, and the planned count where a time limit stopped the run early."""
+    done = r.get("epochs_trained", r["epochs"])
+    return str(done) if done == r["epochs"] else f"{done} of {r['epochs']}"
 
 
 def _crown_cell(test: dict) -> str:
@@ -239,7 +255,7 @@ def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) ->
 
     rows = [[r["model"], f"{r['eps']:g}" + ("" if r.get("norm", "inf") == "inf"
                                             else f" (l{r['norm']})"),
-             r["recipe"] or "(options)", r["epochs"],
+             r["recipe"] or "(options)", _epochs_cell(r),
              method_label(r), r["best_epoch"],
              pct(r["best_val"]["val_clean_error"]),
              pct(r["best_val"]["val_certified_error_ibp"]), pct(r["test"]["clean_error"]),
@@ -277,6 +293,65 @@ def collect(run_dirs, commands_file=None, notes_file=None, add: bool = False) ->
     jp, mp = write_results("training", payload, table)
     print(table)
     print(f"wrote {jp} and {mp}")
+    return 0
+
+
+def compare(run_dirs, name: str, title: str, commands_file=None, notes_file=None) -> int:
+    """One table of finished runs side by side (method, settings that differ, epochs, training
+    minutes, test errors incl. the per-example combination of every bound method run) and
+    their validation curves against training time."""
+    import json
+    from pathlib import Path
+
+    from .plots import plot_training_compare
+
+    runs = [_run_record(Path(d)) for d in run_dirs]
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    rows = []
+    for r in runs:
+        cfg = json.loads((Path(r["run"]) / "config.json").read_text())
+        t = r["test"]
+        knobs = []
+        if r["method"] in ("sabr", "staps"):
+            knobs.append(f"lambda {cfg['sabr_lambda']:g}")
+        if r["method"] in ("mtl-ibp", "cc-ibp", "exp-ibp"):
+            knobs.append(f"alpha {cfg['mix_alpha']:g}")
+        if r["method"] in ("sabr", "staps", "taps", "mtl-ibp", "cc-ibp", "exp-ibp"):
+            knobs.append(f"{cfg['attack_steps']} attack steps")
+        ramp = f"{cfg['warmup_epochs']:g}+{cfg['eps_ramp_epochs']:g}"
+        rows.append([method_label(r), ", ".join(knobs) or "-", _epochs_cell(r), ramp,
+                     f"{r['train_time_s'] / 60:.1f}", r["best_epoch"],
+                     pct(t["clean_error"]), pct(t["pgd_error"]), pct(t["certified_error_ibp"]),
+                     pct(t["certified_error_crown_ibp"]), _crown_cell(t),
+                     pct(t.get("certified_error"))])
+    first = runs[0]
+    commands = Path(commands_file).read_text().strip() if commands_file else ""
+    notes = Path(notes_file).read_text().strip() if notes_file else ""
+    table = (
+        f"# {title}\n\n"
+        f"{first['model']} on MNIST at eps {first['eps']:g}, trained on "
+        f"{first['train_examples']} images and evaluated on the first "
+        f"{first['test']['num_examples']} test images (PGD {first['test']['pgd']['steps']} "
+        f"steps); 'certified (any)' counts an example as verified when IBP or CROWN-IBP "
+        f"verified it (CROWN-IBP runs on what IBP left open), on every test image; full "
+        f"CROWN ran on the first images only (the number in its cell). 'epochs' are those trained ('n of N': the time limit "
+        f"stopped a run planned for N), 'ramp' the natural warm-up + eps-ramp epochs, "
+        f"'train min' the training time without validation. Errors in %.\n\n"
+        + md_table(["method", "settings", "epochs", "ramp", "train min", "best epoch",
+                    "test clean", "test PGD", "test IBP-cert", "test CROWN-IBP-cert",
+                    "test CROWN-cert", "certified (any)"], rows)
+        + f"\nValidation curves against training time: [{name}.png]({name}.png).\n"
+        + (f"\n{notes}\n" if notes else "")
+        + (f"\nExact commands:\n\n```\n{commands}\n```\n" if commands else ""))
+    payload = {"benchmark": name, "runs": runs, "machine": machine_stamp(),
+               "commands": commands.splitlines(), "notes": notes}
+    jp, mp = write_results(name, payload, table)
+    png = plot_training_compare(jp)
+    print(table)
+    print(f"wrote {jp}, {mp}" + (f" and {png}" if png else ""))
     return 0
 
 
