@@ -12,11 +12,11 @@ import boundgraph as bg
 from boundgraph.errors import InputError
 from boundgraph.spec import margin_spec
 from boundgraph.training import fit
-from boundgraph.training.losses import certified_loss
 from boundgraph.training.taps import (box_link, head_forward, latent_points, taps_split)
 
 from random_nets import random_residual_net
 from test_trainer import EPS, blobs
+from test_training_mixed import loss_over_steps
 
 
 def deep_mlp(dim=8, classes=3):
@@ -147,16 +147,7 @@ def test_the_gradient_link_hands_each_points_gradient_to_the_bounds_it_touches()
 @pytest.mark.parametrize("method", ["taps", "staps"])
 def test_a_few_steps_of_taps_and_staps_reduce_their_loss(method):
     x, y = blobs(n=64).tensors
-    model = deep_mlp()
-    bm = bg.BoundedModule(model, x[:2])
-    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    losses = []
-    for _ in range(25):
-        res = certified_loss(bm, x, y, method=method, eps=EPS, attack_steps=3)
-        opt.zero_grad()
-        res.loss.backward()
-        opt.step()
-        losses.append(float(res.loss.detach()))
+    losses, res = loss_over_steps(deep_mlp(), x, y, method)
     assert losses[-1] < 0.5 * losses[0], losses
     # the margins reported for the certified count are IBP's, sound over the region
     assert res.margins.shape == (64, 2)
