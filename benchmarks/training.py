@@ -202,6 +202,7 @@ def _run_record(d) -> dict:
         "dataset": config["dataset"], "eps": config["eps"], "norm": config.get("norm", "inf"),
         "epochs": config["epochs"], "epochs_trained": len(rows),
         "time_limit_min": config.get("time_limit"),
+        "schedule_by": config.get("schedule_by", "epochs"),
         "train_examples": config["train_examples"], "val_examples": config["val_examples"],
         "recipe": config.get("recipe"), "val_fraction": config["val_fraction"],
         "best_epoch": best_epoch,
@@ -213,8 +214,17 @@ def _run_record(d) -> dict:
 
 
 def _epochs_cell(r: dict) -> str:
-    """Epochs trained, and the planned count where a time limit stopped the run early."""
+    """Epochs trained: the planned count where a time limit stopped the run early; with the
+    schedule laid out over the time limit, the epochs (the last one possibly partial, as a
+    fraction) that fitted into it."""
     done = r.get("epochs_trained", r["epochs"])
+    if r.get("schedule_by") == "time":
+        rows = r.get("history") or []
+        spe = max((x.get("epoch_steps") or 0 for x in rows), default=0)
+        last = rows[-1].get("epoch_steps") if rows else None
+        if spe and last and last < spe:
+            return f"{done - 1 + last / spe:.1f}"
+        return str(done)
     return str(done) if done == r["epochs"] else f"{done} of {r['epochs']}"
 
 
@@ -322,6 +332,9 @@ def compare(run_dirs, name: str, title: str, commands_file=None, notes_file=None
         if r["method"] in ("sabr", "staps", "taps", "mtl-ibp", "cc-ibp", "exp-ibp"):
             knobs.append(f"{cfg['attack_steps']} attack steps")
         ramp = f"{cfg['warmup_epochs']:g}+{cfg['eps_ramp_epochs']:g}"
+        if r.get("schedule_by") == "time":  # the schedule's epochs are fractions of the limit
+            per = cfg["time_limit"] / cfg["epochs"]
+            ramp = f"{cfg['warmup_epochs'] * per:.2f}+{cfg['eps_ramp_epochs'] * per:.2f} min"
         rows.append([method_label(r), ", ".join(knobs) or "-", _epochs_cell(r), ramp,
                      f"{r['train_time_s'] / 60:.1f}", r["best_epoch"],
                      pct(t["clean_error"]), pct(t["pgd_error"]), pct(t["certified_error_ibp"]),
@@ -337,9 +350,12 @@ def compare(run_dirs, name: str, title: str, commands_file=None, notes_file=None
         f"{first['test']['num_examples']} test images (PGD {first['test']['pgd']['steps']} "
         f"steps); 'certified (any)' counts an example as verified when IBP or CROWN-IBP "
         f"verified it (CROWN-IBP runs on what IBP left open), on every test image; full "
-        f"CROWN ran on the first images only (the number in its cell). 'epochs' are those trained ('n of N': the time limit "
-        f"stopped a run planned for N), 'ramp' the natural warm-up + eps-ramp epochs, "
-        f"'train min' the training time without validation. Errors in %.\n\n"
+        f"CROWN ran on the first images only (the number in its cell). 'epochs' are those "
+        f"trained ('n of N': the time limit stopped a run planned for N; a fraction: the "
+        f"schedule was laid out over the time limit and the limit ended the last epoch "
+        f"early), 'ramp' the natural warm-up + eps-ramp epochs (minutes where the schedule "
+        f"was laid out over time), 'train min' the training time without validation. "
+        f"Errors in %.\n\n"
         + md_table(["method", "settings", "epochs", "ramp", "train min", "best epoch",
                     "test clean", "test PGD", "test IBP-cert", "test CROWN-IBP-cert",
                     "test CROWN-cert", "certified (any)"], rows)

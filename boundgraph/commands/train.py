@@ -71,7 +71,14 @@ def register(subparsers) -> None:
                         "lr_factor (comma-separated; 'none' for a constant rate)")
     p.add_argument("--time-limit", type=float, metavar="MIN",
                    help="stop when one more epoch would take the training time (validation "
-                        "excluded) past MIN minutes; size --epochs to fit")
+                        "excluded) past MIN minutes; size --epochs to fit, or pass "
+                        "--schedule-by time")
+    p.add_argument("--schedule-by", choices=("epochs", "time"), default=None,
+                   help="lay the eps/lr schedule out over the epochs (default) or over "
+                        "--time-limit: each schedule position, as a fraction of --epochs, "
+                        "happens at that fraction of the time, and training runs until the "
+                        "limit (fair equal-time comparisons of methods whose steps cost "
+                        "differently)")
     p.add_argument("--loss-fusion", action="store_true", default=None,
                    help="crown-ibp: bound the loss with one backward row per example instead "
                         "of one per class (faster, looser; Xu et al. 2020)")
@@ -124,7 +131,8 @@ def run(args) -> int:
                      seed=args.seed, loss_fusion=args.loss_fusion, norm=args.norm,
                      sabr_lambda=args.sabr_lambda, mix_alpha=args.mix_alpha,
                      attack_steps=args.attack_steps, lr_milestones=milestones,
-                     time_limit=args.time_limit, taps_split=args.taps_split,
+                     time_limit=args.time_limit, schedule_by=args.schedule_by,
+                     taps_split=args.taps_split,
                      taps_grad_scale=args.taps_grad_scale)
     from ..training.config import resolve_config
 

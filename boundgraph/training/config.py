@@ -63,9 +63,13 @@ class TrainConfig:
     ``eps_ramp_epochs``, ``eps_schedule`` (linear, smoothed, step), ``eps_poly_frac``,
     ``grad_clip`` (max gradient norm, None for none), ``time_limit`` (minutes of training
     steps, validation excluded: the run stops after the epoch when the next one would pass the
-    limit, judged by the last epoch's time; None for no limit). The schedule is still laid
-    out over ``epochs``, so pick ``epochs`` to fit the limit; the limit keeps equal-budget
-    comparisons equal when a machine is slower than expected.
+    limit, judged by the last epoch's time; None for no limit), ``schedule_by`` (``"epochs"``:
+    the schedule is laid out over ``epochs``, so pick ``epochs`` to fit the limit;
+    ``"time"``: every schedule position, read as a fraction of ``epochs``, is placed at that
+    fraction of ``time_limit`` instead, and the run trains until the limit is reached, stopping
+    within an epoch if need be. A 120-epoch recipe with a 20-epoch ramp then ramps eps over the
+    first sixth of the training time whatever one step costs, which is what makes budgets of
+    methods with very different step costs equal and their schedules alike).
 
     Evaluation during training: ``pgd_steps``, ``pgd_restarts``, ``select_metric``
     (``"auto"``: certified error at ``eval_eps`` for certified methods, clean error for natural
@@ -110,6 +114,7 @@ class TrainConfig:
     beta_end: float = 0.0
     grad_clip: float | None = None
     time_limit: float | None = None
+    schedule_by: str = "epochs"
     ibp_init: bool = False
     loss_fusion: bool = False
     reg_lambda: float = 0.0
@@ -187,6 +192,12 @@ class TrainConfig:
                 and self.time_limit > 0):
             raise InputError(f"time_limit must be a number of minutes > 0 or null, got "
                              f"{self.time_limit!r}")
+        if self.schedule_by not in ("epochs", "time"):
+            raise InputError(f"schedule_by must be 'epochs' or 'time', got "
+                             f"{self.schedule_by!r}")
+        if self.schedule_by == "time" and self.time_limit is None:
+            raise InputError("schedule_by 'time' needs time_limit (the training minutes the "
+                             "schedule is laid out over)")
         if not isinstance(self.loss_fusion, bool):
             raise InputError(f"loss_fusion must be true or false, got {self.loss_fusion!r}")
         if self.loss_fusion and self.method != "crown-ibp":

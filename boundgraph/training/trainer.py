@@ -31,6 +31,7 @@ process (as in plain DDP without SyncBatchNorm).
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -63,8 +64,8 @@ __all__ = ["fit", "FitResult", "METRIC_COLUMNS", "init_distributed", "plot_histo
 
 #: columns of ``metrics.csv`` (and keys of each ``metrics.jsonl`` row).
 METRIC_COLUMNS = (
-    "epoch", "step", "eps", "lr", "kappa", "beta", "loss", "reg", "train_clean_error",
-    "train_certified_error", "val_clean_error", "val_certified_error_ibp", "val_pgd_error",
+    "epoch", "step", "epoch_steps", "eps", "lr", "kappa", "beta", "loss", "reg",
+    "train_clean_error", "train_certified_error", "val_clean_error", "val_certified_error_ibp", "val_pgd_error",
     "val_eps", "val_examples", "time_s", "eval_time_s",
 )
 
@@ -238,7 +239,7 @@ def fit(model=None, train_data=None, config: TrainConfig | dict | None = None, *
     run = _Run(model, train_data, config, val_data=val_data, out_dir=out_dir, resume=resume,
                overwrite=overwrite, device=device, progress=progress, callbacks=callbacks,
                overrides=overrides)
-    for epoch in range(run.start_epoch, run.cfg.epochs):
+    for epoch in run.epochs():
         if run.out_of_time():
             break
         run.train_epoch(epoch)
@@ -281,6 +282,7 @@ class _Run:
         self.history: list = []
         self.best = None
         self.start_epoch, self.global_step = 0, 0
+        self.spent_before, self.epoch_t0, self.steps_in_epoch = 0.0, None, 0
         if ckpt is not None:
             self._restore(ckpt)
         self._prepare_out_dir(fresh=ckpt is None)
@@ -411,6 +413,35 @@ class _Run:
         return DistributedDataParallel(self.model, device_ids=[self.device]
                                        if self.device.type == "cuda" else None)
 
+    # ---- time -------------------------------------------------------------------------
+    def epochs(self) -> Iterable[int]:
+        """The epochs still to train: up to ``cfg.epochs``, or, with the schedule laid out
+        over the time limit, until :meth:`out_of_time` says the limit is reached."""
+        if self.cfg.schedule_by == "time":
+            return itertools.count(self.start_epoch)
+        return range(self.start_epoch, self.cfg.epochs)
+
+    def _spent(self) -> float:
+        """Training seconds spent so far: the finished epochs' plus the current epoch's
+        (the largest over processes, so that every process sees the same schedule)."""
+        now = self.spent_before
+        if self.epoch_t0 is not None:
+            now += time.perf_counter() - self.epoch_t0
+        if self.world > 1:
+            t = torch.tensor([now], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            now = float(t)
+        return now
+
+    def _schedule_step(self) -> float:
+        """The step the schedules are read at: the batch counter, or, with
+        ``schedule_by="time"``, the training time spent as the same fraction of all
+        ``epochs * steps_per_epoch`` steps as of the time limit."""
+        if self.cfg.schedule_by != "time":
+            return self.global_step
+        frac = self._spent() / (60.0 * self.cfg.time_limit)
+        return frac * self.cfg.epochs * self.steps_per_epoch
+
     # ---- one epoch --------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> None:
         """Train one epoch in the order the sampler gives for ``epoch``; leaves the summed
@@ -421,18 +452,28 @@ class _Run:
         order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
         self.model.train()
         self.sums = [0.0] * 5  # loss*n, n, clean wrong, certified wrong, reg*n
-        bar = self._tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        by_time = cfg.schedule_by == "time"
+        self.spent_before = sum(r["time_s"] for r in self.history)
+        desc = (f"epoch {epoch + 1} ({self.spent_before / 60:.1f} of {cfg.time_limit:g} min)"
+                if by_time else f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = self._tqdm(total=self.steps_per_epoch, desc=desc,
                          disable=not (self.progress and self.is_main), leave=False,
                          file=sys.stderr)
-        t0 = time.perf_counter()
-        self.s = self.sched(self.global_step)
+        t0 = self.epoch_t0 = time.perf_counter()
+        self.s = self.sched(self._schedule_step())
+        self.steps_in_epoch = 0
         for b in range(self.steps_per_epoch):
+            # with the schedule over time, the limit may end the run within an epoch
+            if by_time and b and self._spent() >= 60.0 * cfg.time_limit:
+                break
             loss_v = self.train_step(epoch,
                                      order[b * self.local_batch:(b + 1) * self.local_batch])
+            self.steps_in_epoch += 1
             bar.set_postfix(loss=f"{loss_v:.4f}", eps=f"{self.s['eps']:.4f}", refresh=False)
             bar.update(1)
         bar.close()
         self.train_time = time.perf_counter() - t0
+        self.epoch_t0 = None
         self.sums = _all_sum(self.sums, self.device, self.world)
 
     def train_step(self, epoch: int, idx: torch.Tensor) -> float:
@@ -440,7 +481,7 @@ class _Run:
         cfg, device = self.cfg, self.device
         xb = self.X[idx].to(device, non_blocking=True)
         yb = self.Y[idx].to(device, non_blocking=True)
-        s = self.s = self.sched(self.global_step)
+        s = self.s = self.sched(self._schedule_step())
         for g in self.opt.param_groups:
             g["lr"] = s["lr"]
         # DDP needs its own forward call; otherwise certified_loss runs the clean pass
@@ -489,6 +530,7 @@ class _Run:
         return {
             "epoch": epoch + 1,
             "step": self.global_step,
+            "epoch_steps": self.steps_in_epoch,
             "eps": s["eps"],
             "lr": s["lr"],
             "kappa": s["kappa"],
@@ -514,12 +556,17 @@ class _Run:
         if limit is None or not self.history:
             return False
         spent = sum(r["time_s"] for r in self.history)
-        if spent + self.history[-1]["time_s"] <= 60.0 * limit:
+        if self.cfg.schedule_by == "time":
+            if spent < 60.0 * limit:
+                return False
+            planned = "epochs (schedule laid out over the time limit)"
+        elif spent + self.history[-1]["time_s"] <= 60.0 * limit:
             return False
+        else:
+            planned = f"of {self.cfg.epochs} epochs"
         if self.is_main and self.progress:
             print(f"time limit: {spent:.0f} s of {60 * limit:.0f} s of training spent after "
-                  f"{len(self.history)} of {self.cfg.epochs} epochs; stopping",
-                  file=sys.stderr, flush=True)
+                  f"{len(self.history)} {planned}; stopping", file=sys.stderr, flush=True)
         return True
 
     def select(self, row: dict) -> bool:
@@ -567,7 +614,11 @@ class _Run:
         if not (self.progress and self.is_main):
             return
         pgd = "-" if row["val_pgd_error"] is None else f"{100 * row['val_pgd_error']:.2f}%"
-        print(f"epoch {row['epoch']}/{self.cfg.epochs}  eps {row['eps']:.4f}  "
+        cfg = self.cfg
+        which = (f"{row['epoch']} ({sum(r['time_s'] for r in self.history) / 60:.1f} of "
+                 f"{cfg.time_limit:g} min)" if cfg.schedule_by == "time"
+                 else f"{row['epoch']}/{cfg.epochs}")
+        print(f"epoch {which}  eps {row['eps']:.4f}  "
               f"loss {row['loss']:.4f}  val clean {100 * row['val_clean_error']:.2f}%  "
               f"PGD {pgd}  IBP-cert {100 * row['val_certified_error_ibp']:.2f}% "
               f"(eps {self.val_eps:g}{_norm_tag(self.cfg.norm)})  "
