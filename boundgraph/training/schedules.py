@@ -9,7 +9,9 @@ weight beta that moves from 1 to beta_end over the same window. Shi et al. (2021
 Every schedule here is a small frozen dataclass: stateless, picklable, and called with the
 global batch index, ``schedule(step) -> float`` (0-based; floats allowed, e.g. a fractional
 epoch times the steps per epoch). Because they hold no state, resuming a run needs nothing but
-the step counter.
+the step counter. The trainer passes the batch counter, or, when a run lays its schedule out
+over a time limit (``schedule_by="time"``), the training time spent expressed as the same
+fraction of all planned steps.
 
 The value at ``step`` is the value to use for the batch with that index: a ramp that starts at
 ``start_step`` and lasts ``ramp_steps`` gives its start value at ``start_step`` and its end value
