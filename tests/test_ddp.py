@@ -70,3 +70,32 @@ def test_two_process_gloo_training_matches_single_process(tmp_path, method):
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(torch.tensor(ddp["state"][name]), value, rtol=1e-4,
                                    atol=1e-5)
+
+
+def _timed_worker(rank, world, init_file, out_dir):
+    sys.path.insert(0, os.path.dirname(HERE))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        from boundgraph.training import fit
+
+        result = fit(_model(), _blobs(n=2048), **{**SETTINGS, "method": "ibp", "epochs": 50,
+                                                  "schedule_by": "time", "time_limit": 0.03})
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(result.history, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_two_processes_agree_on_a_schedule_laid_out_over_time(tmp_path):
+    """Each process reads the slowest one's clock, so they step, decay and stop together
+    (a process that stopped alone would leave the other waiting in a collective)."""
+    mp.spawn(_timed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+             join=True)
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    keys = ("epoch", "step", "epoch_steps", "eps", "lr", "time_s")
+    assert [{k: r[k] for k in keys} for r in rows[0]] == \
+        [{k: r[k] for k in keys} for r in rows[1]]
+    assert sum(r["time_s"] for r in rows[0]) >= 0.03 * 60

@@ -473,6 +473,10 @@ class _Run:
             bar.update(1)
         bar.close()
         self.train_time = time.perf_counter() - t0
+        if self.world > 1:  # the slowest process's time, so every history (and stop) agrees
+            t = torch.tensor([self.train_time], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            self.train_time = float(t)
         self.epoch_t0 = None
         self.sums = _all_sum(self.sums, self.device, self.world)
 
