@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from .common import RESULTS, machine_stamp, md_table, method_label, results_dir, write_results
+from .training import epochs_trained
 
 PUBLISHED_NOTE = "published, not measured here"
 # Table 14.1 of the seed: the full-scale improved-IBP recipe (Shi et al. 2021, "Fast certified
@@ -74,7 +75,7 @@ def run_row(run) -> dict:
             raise ValueError(f"test.{k} = {test[k]!r} is not a number")
     row = {"source": "measured", "dataset": run["dataset"], "model": run["model"],
            "method": method_label(run),
-           "eps": test["eps"], "epochs": run["epochs"],
+           "eps": test["eps"], "epochs": epochs_trained(run),
            "wall_time_s": run["train_time_s"]}
     for f in ERROR_FIELDS:
         row[f + "_pct"] = None if test[f] is None else float(test[f]) * 100.0

@@ -213,19 +213,26 @@ def _run_record(d) -> dict:
     }
 
 
+def epochs_trained(r: dict) -> float:
+    """The epochs a run record trained: whole epochs, plus the fraction of a last epoch that a
+    time limit ended early (schedule laid out over time), to one decimal."""
+    done = r.get("epochs_trained", r["epochs"])
+    rows = r.get("history") or []
+    spe = max((x.get("epoch_steps") or 0 for x in rows), default=0)
+    last = rows[-1].get("epoch_steps") if rows else None
+    if spe and last and last < spe:
+        return round(done - 1 + last / spe, 1)
+    return done
+
+
 def _epochs_cell(r: dict) -> str:
     """Epochs trained: the planned count where a time limit stopped the run early; with the
     schedule laid out over the time limit, the epochs (the last one possibly partial, as a
     fraction) that fitted into it."""
-    done = r.get("epochs_trained", r["epochs"])
-    if r.get("schedule_by") == "time":
-        rows = r.get("history") or []
-        spe = max((x.get("epoch_steps") or 0 for x in rows), default=0)
-        last = rows[-1].get("epoch_steps") if rows else None
-        if spe and last and last < spe:
-            return f"{done - 1 + last / spe:.1f}"
-        return str(done)
-    return str(done) if done == r["epochs"] else f"{done} of {r['epochs']}"
+    done = epochs_trained(r)
+    if r.get("schedule_by") == "time" or done == r["epochs"]:
+        return f"{done:g}"
+    return f"{done:g} of {r['epochs']}"
 
 
 def _crown_cell(test: dict) -> str:
