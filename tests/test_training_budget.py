@@ -59,17 +59,25 @@ def test_a_bad_time_limit_gets_one_clear_error(bad):
         fit(mlp(), blobs(n=64), time_limit=bad, **FAST)
 
 
-def test_the_cli_sets_lr_milestones_and_the_time_limit(tmp_path, capsys):
+def cli_train(tmp_path, *options):
+    """Train an MLP on 300 MNIST images from the CLI; return its config and metric rows."""
     from boundgraph.cli import main
 
     out = tmp_path / "run"
     code = main(["train", "--model", "mlp", "--dataset", "mnist", "--limit", "300",
-                 "--val-limit", "50", "--epochs", "2", "--lr-milestones", "1",
-                 "--time-limit", "30", "--out", str(out), "--quiet"])
+                 "--val-limit", "50", *options, "--out", str(out), "--quiet"])
     assert code == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["lr_milestones"] == [1] and cfg["time_limit"] == 30
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return cfg, rows
+
+
+def test_the_cli_sets_lr_milestones_and_the_time_limit(tmp_path, capsys):
+    from boundgraph.cli import main
+
+    cfg, rows = cli_train(tmp_path, "--epochs", "2", "--lr-milestones", "1",
+                          "--time-limit", "30")
+    assert cfg["lr_milestones"] == [1] and cfg["time_limit"] == 30
     assert rows[1]["lr"] == pytest.approx(0.2 * rows[0]["lr"])
     code = main(["train", "--model", "mlp", "--dataset", "mnist", "--lr-milestones", "a,b",
                  "--out", str(tmp_path / "x")])
@@ -131,15 +139,8 @@ def test_a_bad_schedule_axis_gets_one_clear_error(bad, message):
 
 
 def test_the_cli_lays_the_schedule_out_over_the_time_limit(tmp_path):
-    from boundgraph.cli import main
-
-    out = tmp_path / "run"
-    code = main(["train", "--model", "mlp", "--dataset", "mnist", "--limit", "300",
-                 "--val-limit", "50", "--epochs", "100", "--time-limit", "0.02",
-                 "--schedule-by", "time", "--out", str(out), "--quiet"])
-    assert code == 0
-    cfg = json.loads((out / "config.json").read_text())
+    cfg, rows = cli_train(tmp_path, "--epochs", "100", "--time-limit", "0.02",
+                          "--schedule-by", "time")
     assert cfg["schedule_by"] == "time" and cfg["time_limit"] == 0.02
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     # 1.2 s of training is far less than 100 epochs: the limit, not the plan, ends the run
     assert len(rows) < 100 and sum(r["time_s"] for r in rows) >= 1.2
