@@ -65,8 +65,8 @@ __all__ = ["fit", "FitResult", "METRIC_COLUMNS", "init_distributed", "plot_histo
 #: columns of ``metrics.csv`` (and keys of each ``metrics.jsonl`` row).
 METRIC_COLUMNS = (
     "epoch", "step", "epoch_steps", "eps", "lr", "kappa", "beta", "loss", "reg",
-    "train_clean_error", "train_certified_error", "val_clean_error", "val_certified_error_ibp", "val_pgd_error",
-    "val_eps", "val_examples", "time_s", "eval_time_s",
+    "train_clean_error", "train_certified_error", "val_clean_error", "val_certified_error_ibp",
+    "val_pgd_error", "val_eps", "val_examples", "time_s", "eval_time_s",
 )
 
 
@@ -121,6 +121,14 @@ def _all_sum(values: list[float], device, world: int) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def _all_max(value: float, device, world: int) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
 
 
 def _seed_all(seed: int) -> None:
@@ -421,26 +429,29 @@ class _Run:
             return itertools.count(self.start_epoch)
         return range(self.start_epoch, self.cfg.epochs)
 
+    def _history_time(self) -> float:
+        """Training seconds of the finished epochs (of this run and, resumed, of earlier
+        ones)."""
+        return sum(r["time_s"] for r in self.history)
+
     def _spent(self) -> float:
         """Training seconds spent so far: the finished epochs' plus the current epoch's
         (the largest over processes, so that every process sees the same schedule)."""
         now = self.spent_before
         if self.epoch_t0 is not None:
             now += time.perf_counter() - self.epoch_t0
-        if self.world > 1:
-            t = torch.tensor([now], dtype=torch.float64, device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            now = float(t)
-        return now
+        return _all_max(now, self.device, self.world)
 
-    def _schedule_step(self) -> float:
+    def _schedule_step(self, spent: float | None = None) -> float:
         """The step the schedules are read at: the batch counter, or, with
-        ``schedule_by="time"``, the training time spent as the same fraction of all
-        ``epochs * steps_per_epoch`` steps as of the time limit."""
+        ``schedule_by="time"``, the training time spent (``spent`` seconds, read from the
+        clock when None) as the same fraction of all ``epochs * steps_per_epoch`` steps as
+        of the time limit."""
         if self.cfg.schedule_by != "time":
             return self.global_step
-        frac = self._spent() / (60.0 * self.cfg.time_limit)
-        return frac * self.cfg.epochs * self.steps_per_epoch
+        if spent is None:
+            spent = self._spent()
+        return spent / (60.0 * self.cfg.time_limit) * self.cfg.epochs * self.steps_per_epoch
 
     # ---- one epoch --------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> None:
@@ -453,7 +464,7 @@ class _Run:
         self.model.train()
         self.sums = [0.0] * 5  # loss*n, n, clean wrong, certified wrong, reg*n
         by_time = cfg.schedule_by == "time"
-        self.spent_before = sum(r["time_s"] for r in self.history)
+        self.spent_before = self._history_time()
         desc = (f"epoch {epoch + 1} ({self.spent_before / 60:.1f} of {cfg.time_limit:g} min)"
                 if by_time else f"epoch {epoch + 1}/{cfg.epochs}")
         bar = self._tqdm(total=self.steps_per_epoch, desc=desc,
@@ -463,29 +474,31 @@ class _Run:
         self.s = self.sched(self._schedule_step())
         self.steps_in_epoch = 0
         for b in range(self.steps_per_epoch):
-            # with the schedule over time, the limit may end the run within an epoch
-            if by_time and b and self._spent() >= 60.0 * cfg.time_limit:
+            # with the schedule over time, one clock read per step places the step in the
+            # schedule, and the limit may end the run within an epoch
+            spent = self._spent() if by_time else None
+            if by_time and b and spent >= 60.0 * cfg.time_limit:
                 break
             loss_v = self.train_step(epoch,
-                                     order[b * self.local_batch:(b + 1) * self.local_batch])
+                                     order[b * self.local_batch:(b + 1) * self.local_batch],
+                                     spent)
             self.steps_in_epoch += 1
             bar.set_postfix(loss=f"{loss_v:.4f}", eps=f"{self.s['eps']:.4f}", refresh=False)
             bar.update(1)
         bar.close()
-        self.train_time = time.perf_counter() - t0
-        if self.world > 1:  # the slowest process's time, so every history (and stop) agrees
-            t = torch.tensor([self.train_time], dtype=torch.float64, device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            self.train_time = float(t)
+        # the slowest process's time, so that every history (and stop) agrees
+        self.train_time = _all_max(time.perf_counter() - t0, self.device, self.world)
         self.epoch_t0 = None
         self.sums = _all_sum(self.sums, self.device, self.world)
 
-    def train_step(self, epoch: int, idx: torch.Tensor) -> float:
-        """One optimiser step on the examples ``idx``; adds to ``sums``, returns the loss."""
+    def train_step(self, epoch: int, idx: torch.Tensor, spent: float | None = None) -> float:
+        """One optimiser step on the examples ``idx`` (``spent``: the training seconds
+        spent before it, for a schedule laid out over time); adds to ``sums``, returns the
+        loss."""
         cfg, device = self.cfg, self.device
         xb = self.X[idx].to(device, non_blocking=True)
         yb = self.Y[idx].to(device, non_blocking=True)
-        s = self.s = self.sched(self._schedule_step())
+        s = self.s = self.sched(self._schedule_step(spent))
         for g in self.opt.param_groups:
             g["lr"] = s["lr"]
         # DDP needs its own forward call; otherwise certified_loss runs the clean pass
@@ -559,7 +572,7 @@ class _Run:
         limit = self.cfg.time_limit
         if limit is None or not self.history:
             return False
-        spent = sum(r["time_s"] for r in self.history)
+        spent = self._history_time()
         if self.cfg.schedule_by == "time":
             if spent < 60.0 * limit:
                 return False
@@ -619,7 +632,7 @@ class _Run:
             return
         pgd = "-" if row["val_pgd_error"] is None else f"{100 * row['val_pgd_error']:.2f}%"
         cfg = self.cfg
-        which = (f"{row['epoch']} ({sum(r['time_s'] for r in self.history) / 60:.1f} of "
+        which = (f"{row['epoch']} ({self._history_time() / 60:.1f} of "
                  f"{cfg.time_limit:g} min)" if cfg.schedule_by == "time"
                  else f"{row['epoch']}/{cfg.epochs}")
         print(f"epoch {which}  eps {row['eps']:.4f}  "
