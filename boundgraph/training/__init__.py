@@ -7,7 +7,9 @@ warm-up regularisers, the trainer loop, evaluation and checkpoints.
     ckpt = bg.training.load_checkpoint("runs/x/best.pt")
 
 Methods: natural, IBP (Gowal et al. 2018), CROWN-IBP (Zhang et al. 2020; optionally with the
-loss fusion of Xu et al. 2020) and improved IBP (Shi et al. 2021).
+loss fusion of Xu et al. 2020), improved IBP (Shi et al. 2021), and the methods that mix IBP
+with an attack: SABR (Mueller et al. 2023), TAPS and STAPS (Mao et al. 2023), MTL-IBP, CC-IBP
+and EXP-IBP (De Palma et al. 2024).
 """
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import TrainConfig, list_recipes, load_recipe, resolve_config

@@ -30,7 +30,6 @@ process (as in plain DDP without SyncBatchNorm).
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -57,17 +56,12 @@ from .config import TrainConfig, build_model, resolve_config
 from .evaluate import count_errors, dataset_tensors
 from .init import ibp_init
 from .losses import TAPS_METHODS, certified_loss
+from .runlog import METRIC_COLUMNS, append_logs, plot_history, write_logs
 from .taps import taps_split
 
 __all__ = ["fit", "FitResult", "METRIC_COLUMNS", "init_distributed", "plot_history",
            "resolve_device"]
 
-#: columns of ``metrics.csv`` (and keys of each ``metrics.jsonl`` row).
-METRIC_COLUMNS = (
-    "epoch", "step", "epoch_steps", "eps", "lr", "kappa", "beta", "loss", "reg",
-    "train_clean_error", "train_certified_error", "val_clean_error", "val_certified_error_ibp",
-    "val_pgd_error", "val_eps", "val_examples", "time_s", "eval_time_s",
-)
 
 
 @dataclass
@@ -139,64 +133,6 @@ def _seed_all(seed: int) -> None:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2 ** 63)
-
-
-# ------------------------------------------------------------------------------- logging
-def _write_logs(out: Path, history: list) -> None:
-    """(Re)write ``metrics.csv`` and ``metrics.jsonl`` from the rows."""
-    lines = [json.dumps(r) for r in history]
-    write_text_atomic(out / "metrics.jsonl", "".join(line + "\n" for line in lines))
-    tmp = out / ".metrics.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in history:
-            w.writerow(r)
-    os.replace(tmp, out / "metrics.csv")
-
-
-def _append_logs(out: Path, row: dict) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-    new = not (out / "metrics.csv").exists()
-    with open(out / "metrics.csv", "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
-def plot_history(history: list, path: str | os.PathLike, title: str = "") -> bool:
-    """Plot validation errors, loss and eps per epoch to a PNG. Returns False (and writes
-    nothing) when matplotlib is not installed."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    ep = [r["epoch"] for r in history]
-    fig = Figure(figsize=(11, 3.4))
-    FigureCanvasAgg(fig)
-    ax1, ax2, ax3 = fig.subplots(1, 3)
-    for key, label in (("val_clean_error", "clean"), ("val_pgd_error", "PGD"),
-                       ("val_certified_error_ibp", "IBP-certified")):
-        ys = [r.get(key) for r in history]
-        if any(y is not None for y in ys):
-            ax1.plot(ep, [math.nan if y is None else 100 * y for y in ys], marker="o",
-                     label=label)
-    ax1.set(xlabel="epoch", ylabel="validation error (%)", ylim=(0, 100))
-    ax1.legend()
-    ax2.plot(ep, [r["loss"] for r in history], marker="o")
-    ax2.set(xlabel="epoch", ylabel="training loss")
-    ax3.plot(ep, [r["eps"] for r in history], marker="o")
-    ax3.set(xlabel="epoch", ylabel="training eps (end of epoch)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    return True
 
 
 # ------------------------------------------------------------------------------- selection
@@ -411,7 +347,7 @@ class _Run:
             for name in ("last.pt", "best.pt", "metrics.png"):
                 if (out / name).exists():
                     (out / name).unlink()
-        _write_logs(out, self.history)
+        write_logs(out, self.history)
 
     def _wrap_ddp(self):
         if self.world <= 1:
@@ -618,7 +554,7 @@ class _Run:
         save_atomic(state, out / "last.pt")
         if improved:
             save_atomic(state, out / "best.pt")
-        _append_logs(out, row)
+        append_logs(out, row)
         if not plot_history(self.history, out / "metrics.png",
                             title=f"{cfg.model or type(model).__name__} {cfg.method} "
                                   f"eps={cfg.eps:g}") and not self.plot_note_shown:
